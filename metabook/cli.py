@@ -1,0 +1,47 @@
+"""The command line: ``python -m metabook COMMAND ...``.
+
+Each command lives in the module of the idea it belongs to and registers
+itself here through an ``add_parser(subparsers)`` function; this file only
+wires them together and turns expected failures into one-line messages.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "UserError"]
+
+
+class UserError(Exception):
+    """A failure the user can fix; printed as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m metabook",
+        description="metabook: data sets, meta-training and evaluation from the command line.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for add_parser in _command_modules():
+        add_parser(subparsers)
+    return parser
+
+
+def _command_modules():
+    # Imported lazily so that `--help` of one command does not pay for the others.
+    from metabook.data import cli as data_cli
+
+    return [data_cli.add_parser]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
