@@ -41,8 +41,8 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
     return device
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA); return a fresh CPU generator.
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA).
 
     Fixed seeds give bit-identical results on the CPU. On a GPU some kernels are
     nondeterministic, so expect agreement to a few decimals there.
@@ -50,4 +50,3 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    return torch.Generator().manual_seed(seed)

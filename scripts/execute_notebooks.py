@@ -48,6 +48,9 @@ def main() -> int:
     args = parser.parse_args()
     # The committed outputs are the CPU's, so that CI (CPU only) reproduces them.
     os.environ["METABOOK_DEVICE"] = "cpu"
+    # One CPU thread, as in the book build and the tests (two nbval workers share two
+    # cores): the same thread count everywhere keeps floating-point results identical.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     notebooks = [p.resolve() for p in args.notebooks] or toc_notebooks()
     for path in notebooks:
         print(f"executing {path.relative_to(ROOT)} ...", flush=True)

@@ -17,6 +17,8 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
 fi
 
 export METABOOK_DEVICE=cpu
+# One CPU thread per notebook kernel everywhere (see scripts/execute_notebooks.py).
+export OMP_NUM_THREADS=1
 mkdir -p _build
 status=0
 .venv/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider \

@@ -20,21 +20,18 @@ def main(report: str) -> int:
         print(f"test report: {report} was not written: pytest did not run", file=sys.stderr)
         return 1
     outcomes: Counter[str] = Counter()
-    nbval_cells: Counter[str] = Counter()
+    nbval_cells: Counter[str] = Counter()  # pytest names a notebook's cells "book.chapter.ipynb::Cell N"
     for case in ElementTree.parse(path).getroot().iter("testcase"):
         outcome = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
         outcomes[outcome] += 1
-        if case.get("file", "").endswith(".ipynb") or case.get("classname", "").endswith(".ipynb"):
-            nbval_cells[case.get("file") or case.get("classname")] += 1
-        elif "::Cell " in case.get("name", "") or case.get("name", "").startswith("Cell "):
-            nbval_cells[case.get("classname", "?")] += 1
+        if case.get("classname", "").endswith(".ipynb"):
+            nbval_cells[case.get("classname")] += 1
     print("test report: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
-    expected = {p.relative_to(ROOT).as_posix() for p in toc_notebooks()}
-    ran = {name.replace(".", "/").removesuffix("/ipynb") + ".ipynb" if not name.endswith(".ipynb") else name: n
-           for name, n in nbval_cells.items()}
-    for notebook in sorted(expected):
-        print(f"nbval: {notebook}: {ran.get(notebook, 0)} cells compared")
-    missing = sorted(n for n in expected if not ran.get(n))
+    expected = {p.relative_to(ROOT).as_posix(): p.relative_to(ROOT).as_posix().replace("/", ".") for p in toc_notebooks()}
+    ran = {notebook: nbval_cells[classname] for notebook, classname in expected.items()}
+    for notebook, cells in sorted(ran.items()):
+        print(f"nbval: {notebook}: {cells} cells run and compared")
+    missing = sorted(n for n, cells in ran.items() if not cells)
     if outcomes["passed"] == 0:
         print("test report: no test passed", file=sys.stderr)
         return 1
