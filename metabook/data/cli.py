@@ -25,6 +25,7 @@ class DataSetCommands:
     # splits(cache, mirror, allow_download) loads every split (preparing it on the way when
     # allowed) and returns one row per split: (name, classes, images per class, note).
     splits: Callable[[object, object, bool], list[tuple[str, int, str, str]]]
+    downloadable: bool = True  # False where no official download exists (mini-ImageNet)
 
 
 def _images_per_class(sizes) -> str:
@@ -101,7 +102,8 @@ DATA_SETS = {
     "rotated-mnist": DataSetCommands(
         "Rotated MNIST (Ghifary et al., 2015): 1000 digits in 6 rotation domains, 28x28", _rotated_mnist_splits),
     "mini-imagenet": DataSetCommands(
-        "mini-ImageNet, split of Ravi and Larochelle (2017): 64/16/20 classes x 600 images", _mini_imagenet_splits),
+        "mini-ImageNet, split of Ravi and Larochelle (2017): 64/16/20 classes x 600 images", _mini_imagenet_splits,
+        downloadable=False),
     "cifar-fs": DataSetCommands(
         "CIFAR-FS (Bertinetto et al., 2019): CIFAR-100 split 64/16/20 classes x 600 images", _cifar_fs_splits),
     "sinusoid": DataSetCommands("Sinusoid regression tasks of MAML (Finn et al., 2017)", _sinusoid_splits),
@@ -137,6 +139,8 @@ def _run_info(args) -> int:
     try:
         rows = commands.splits(args.cache, args.mirror, False)
     except DataError as error:
+        if not commands.downloadable:
+            raise
         raise UserError(f"{error}; or run `python -m metabook data prepare {args.name}`") from None
     except OSError as error:
         raise UserError(f"reading {args.name} failed: {' '.join(str(error).split())}") from None
