@@ -1,0 +1,338 @@
+"""The inner loop: adapt a network to one task with a few gradient steps on its support set.
+
+MAML, first-order MAML, ANIL, Meta-SGD and Reptile all adapt a network the same way,
+
+    θ' = θ − α ∇θ L(f_θ(support_x), support_y)        (MAML, eq. 1)
+
+repeated ``steps`` times, and differ only in what they do with θ'. This module
+is that step, written once as a function of an explicit dictionary of
+parameters (``torch.func.functional_call`` runs the network with any
+parameters), so the same code serves one task at a time in a Python loop and
+every task of a meta-batch at once under ``torch.func.vmap``, with or without
+an outer derivative through it (the meta-gradient).
+
+The options (:class:`InnerLoop`): how many steps, which learning rate (a
+number, or Meta-SGD's learned tensors), first or second order, which
+parameters adapt (all, or the head only: ANIL), the loss, and how batch norm
+treats the query set:
+
+* ``"transductive"``: the query set is normalized with its own batch
+  statistics, as MAML's reference code does. A query example's prediction then
+  depends on the other query examples it is predicted with.
+* ``"inductive"``: the query set is normalized with the support set's
+  statistics, so each query example is predicted on its own.
+
+The support set is always normalized with its own statistics. Results carry
+the mode they were computed with (``Adaptation.query_bn``).
+
+Gradients are taken by one of two functions with the same interface:
+:func:`func_gradient` (``torch.func.grad``: composes with ``vmap``, so the
+batched strategy uses it) and :func:`autograd_gradient` (plain
+``torch.autograd.grad``: one task at a time, faster so on the CPU, so the loop
+uses it). The per-task code is the same either way; only the differentiation
+is passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils import _pytree as pytree
+
+from metabook.models import is_head
+
+__all__ = [
+    "Params",
+    "InnerLoop",
+    "Adaptation",
+    "func_gradient",
+    "autograd_gradient",
+    "fine_tune",
+    "predict",
+    "adapt_task",
+    "adapt",
+    "over_tasks",
+    "pick_strategy",
+    "task_tensors",
+    "parameters_of",
+    "set_gradients",
+]
+
+Params = dict[str, torch.Tensor]
+QUERY_BN_MODES = ("transductive", "inductive")
+STRATEGIES = ("auto", "loop", "vmap")
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """How a network adapts to one task.
+
+    ``steps``: gradient steps on the support set. ``lr``: their learning rate α
+    (Meta-SGD passes learned per-parameter rates instead, see :func:`fine_tune`).
+    ``first_order``: treat each step's gradient as a constant (first-order MAML).
+    ``head_only``: adapt only the head (ANIL); the body keeps θ's values.
+    ``loss(prediction, target)``: mean loss over a set, e.g. ``F.cross_entropy``
+    or ``F.mse_loss``. ``query_bn``: ``"transductive"`` or ``"inductive"``.
+    """
+
+    steps: int = 1
+    lr: float = 0.4
+    first_order: bool = False
+    head_only: bool = False
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    query_bn: str = "transductive"
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.query_bn not in QUERY_BN_MODES:
+            raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {self.query_bn!r}")
+
+    def adapts(self, name: str) -> bool:
+        """Whether the parameter ``name`` changes in the inner loop."""
+        return is_head(name) or not self.head_only
+
+
+# ── Differentiation: torch.func or torch.autograd, one interface ─────────────
+
+
+def func_gradient(loss_of: Callable, inputs: Any, create_graph: bool = True):
+    """``(∇ loss w.r.t. inputs, loss, extras)`` where ``loss, extras = loss_of(inputs)``, by torch.func.
+
+    ``inputs``: a dict of tensors, or a tuple of dicts. ``extras``: a tuple of
+    tensors to pass through (may be empty). This composes with ``vmap`` and
+    with an outer ``func_gradient``: the batched strategy differentiates so.
+    ``create_graph=False`` makes the gradient a constant for any outer
+    derivative (first-order MAML).
+    """
+    grads, (loss, extras) = torch.func.grad_and_value(loss_of, has_aux=True)(inputs)
+    if not create_graph:
+        grads = pytree.tree_map(torch.Tensor.detach, grads)
+    return grads, loss.detach(), extras
+
+
+def autograd_gradient(loss_of: Callable, inputs: Any, create_graph: bool = True):
+    """The same as :func:`func_gradient`, by ``torch.autograd.grad``: one task at a time, never under vmap.
+
+    The loop strategy differentiates so: measured on 2 CPU cores, a per-task
+    MAML loop runs 1.1-1.4x faster this way than with torch.func, which wraps
+    every operation and splits batch norm's second derivative into elementary
+    operations.
+    """
+    leaves, spec = pytree.tree_flatten(inputs)
+    with torch.enable_grad():
+        # θ arrives detached: differentiate w.r.t. it as a leaf. Adapted
+        # parameters already hang on θ's graph and are kept as they are.
+        leaves = [x if x.requires_grad else x.detach().requires_grad_() for x in leaves]
+        loss, extras = loss_of(pytree.tree_unflatten(leaves, spec))
+        grads = torch.autograd.grad(
+            loss, leaves, create_graph=create_graph, allow_unused=True, materialize_grads=True
+        )
+    return pytree.tree_unflatten(list(grads), spec), loss.detach(), extras
+
+
+# ── The inner loop ───────────────────────────────────────────────────────────
+
+
+def fine_tune(
+    model: nn.Module,
+    params: Params,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    inner: InnerLoop,
+    lrs: Params | None = None,
+    differentiate: Callable = func_gradient,
+) -> Params:
+    """θ' after ``inner.steps`` gradient steps on one task's support set.
+
+    ``params``: θ, parameter name -> tensor. ``support_x``: ``[S, ...]``;
+    ``support_y``: ``[S]`` (labels) or ``[S, 1]`` (regression targets).
+    ``lrs``: Meta-SGD's learning rates α, name -> tensor of that parameter's
+    shape; an adapted parameter without one steps with ``inner.lr``.
+    ``differentiate``: :func:`func_gradient` or :func:`autograd_gradient`.
+    Returns θ' under the same names; parameters that do not adapt (ANIL's
+    body) are θ's own tensors.
+    """
+    names = [name for name in params if inner.adapts(name)]
+    rates = {name: (lrs or {}).get(name, inner.lr) for name in names}
+    fast = dict(params)
+    for _ in range(inner.steps):
+
+        def support_loss(adapted: Params):
+            prediction = functional_call(model, {**fast, **adapted}, (support_x,))
+            return inner.loss(prediction, support_y), ()
+
+        # First-order MAML: without create_graph the step's gradient is a
+        # constant, so the outer derivative has no second-order term.
+        grads, _, _ = differentiate(
+            support_loss, {name: fast[name] for name in names}, create_graph=not inner.first_order
+        )
+        fast = {**fast, **{name: fast[name] - rates[name] * grads[name] for name in names}}
+    return fast
+
+
+def predict(
+    model: nn.Module,
+    params: Params,
+    support_x: torch.Tensor,
+    query_x: torch.Tensor,
+    query_bn: str,
+) -> torch.Tensor:
+    """The network's outputs on one task's query set, ``[Q, ...]``.
+
+    ``"transductive"``: forward the query set alone; batch norm uses its
+    statistics. ``"inductive"``: forward ``cat[support, query]`` and let batch
+    norm take its statistics from the support rows only, so no query example
+    influences another.
+    """
+    if query_bn == "transductive":
+        return functional_call(model, params, (query_x,))
+    if query_bn == "inductive":
+        num_support = support_x.shape[0]
+        both = torch.cat([support_x, query_x])
+        return functional_call(model, params, (both,), {"stats_rows": num_support})[num_support:]
+    raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {query_bn!r}")
+
+
+def adapt_task(
+    model: nn.Module,
+    inner: InnerLoop,
+    differentiate: Callable,
+    params: Params,
+    lrs: Params,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    query_x: torch.Tensor,
+) -> torch.Tensor:
+    """Fine-tune on one task's support set, then predict its query set: ``[Q, ...]``."""
+    fast = fine_tune(model, params, support_x, support_y, inner, lrs, differentiate)
+    return predict(model, fast, support_x, query_x, inner.query_bn)
+
+
+# ── Every task of a meta-batch: a Python loop or torch.func.vmap ──────────────
+
+
+# How each strategy takes gradients: torch.autograd.grad cannot run under vmap.
+DIFFERENTIATE = {"loop": autograd_gradient, "vmap": func_gradient}
+
+
+def pick_strategy(device: torch.device | str) -> str:
+    """``"vmap"`` on a GPU, ``"loop"`` elsewhere.
+
+    Measured for this project (MAML's Omniglot network, 32 tasks, 5-way
+    1-shot): on an H200, vmap takes 32 ms per meta-step against 430 ms for the
+    loop; on 2 CPU cores vmap is 1.5-3x slower than the loop and needs GBs.
+    For a network as small as the sinusoid MLP, where per-operation overhead
+    dominates, vmap is faster on the CPU too: pass ``strategy="vmap"``.
+    """
+    return "vmap" if torch.device(device).type == "cuda" else "loop"
+
+
+def over_tasks(per_task: Callable, shared: tuple, batched: tuple, strategy: str):
+    """``per_task(*shared, *task_t)`` for every task t, results stacked along a new first dim.
+
+    ``batched``: tensors whose first dimension is the task, ``[T, ...]``;
+    ``task_t`` takes row t of each. ``shared`` (parameters, options) is the
+    same for every task. Both strategies run the very same ``per_task``:
+    ``"loop"`` calls it T times, ``"vmap"`` once, batched over the tasks.
+    ``DIFFERENTIATE[strategy]`` is how ``per_task`` should take gradients.
+    Every task's results are kept until the end (for a meta-gradient: T
+    copies of the parameters' size).
+    """
+    if strategy == "vmap":
+        in_dims = (None,) * len(shared) + (0,) * len(batched)
+        return torch.func.vmap(per_task, in_dims=in_dims)(*shared, *batched)
+    if strategy == "loop":
+        results = [per_task(*shared, *(b[t] for b in batched)) for t in range(batched[0].shape[0])]
+        leaves, spec = zip(*(pytree.tree_flatten(r) for r in results))
+        return pytree.tree_unflatten([torch.stack(column) for column in zip(*leaves)], spec[0])
+    raise ValueError(f"strategy must be 'loop' or 'vmap' (or 'auto'), got {strategy!r}")
+
+
+def resolve_strategy(strategy: str, device: torch.device) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    return pick_strategy(device) if strategy == "auto" else strategy
+
+
+# ── Evaluation: adapt to every task, predict its queries ─────────────────────
+
+
+@dataclass
+class Adaptation:
+    """Predictions after adapting to each task of a batch.
+
+    ``query_outputs``: ``[T, Q, ...]`` (logits ``[T, Q, N]``, or ``[T, Q, 1]``
+    for regression). ``query_loss``: mean over tasks. ``query_accuracy``: mean
+    over tasks, ``None`` for regression. ``query_bn`` and ``strategy`` say how
+    they were computed.
+    """
+
+    query_outputs: torch.Tensor
+    query_loss: torch.Tensor
+    query_accuracy: torch.Tensor | None
+    query_bn: str
+    strategy: str
+
+
+def adapt(
+    model: nn.Module,
+    params: Params,
+    tasks,
+    inner: InnerLoop,
+    lrs: Params | None = None,
+    strategy: str = "auto",
+) -> Adaptation:
+    """Evaluate: fine-tune on each task's support set, predict its query set.
+
+    ``tasks``: a :class:`metabook.data.TaskBatch`, a ``SinusoidTasks``, or any
+    object with ``support_x [T, S, ...]``, ``support_y [T, S]``, ``query_x
+    [T, Q, ...]``, ``query_y [T, Q]``. No meta-gradient is kept.
+    """
+    params = {name: p.detach() for name, p in params.items()}
+    rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
+    support_x, support_y, query_x, query_y = task_tensors(tasks)
+    strategy = resolve_strategy(strategy, support_x.device)
+    # No outer derivative here, so the steps need no graph of their own gradients.
+    steps_only = replace(inner, first_order=True)
+    differentiate = DIFFERENTIATE[strategy]
+    with torch.no_grad():  # the inner steps still differentiate; nothing else is recorded
+        outputs = over_tasks(
+            lambda *args: adapt_task(model, steps_only, differentiate, *args),
+            (params, rates),
+            (support_x, support_y, query_x),
+            strategy,
+        )
+    loss, accuracy = query_metrics(outputs, query_y, inner.loss)
+    return Adaptation(outputs, loss, accuracy, inner.query_bn, strategy)
+
+
+def query_metrics(outputs: torch.Tensor, query_y: torch.Tensor, loss: Callable):
+    """Mean query loss over tasks ``[T, Q, ...]``, and accuracy when the targets are labels."""
+    mean_loss = torch.stack([loss(o, y) for o, y in zip(outputs, query_y)]).mean()
+    if query_y.is_floating_point():
+        return mean_loss, None
+    return mean_loss, (outputs.argmax(-1) == query_y).float().mean()
+
+
+# ── Small helpers ────────────────────────────────────────────────────────────
+
+
+def task_tensors(tasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(support_x, support_y, query_x, query_y)`` of a task batch, task dimension first."""
+    return tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y
+
+
+def parameters_of(model: nn.Module) -> Params:
+    """The model's parameters by name: the tensors an outer optimizer updates."""
+    return dict(model.named_parameters())
+
+
+def set_gradients(tensors: Params, grads: Params) -> None:
+    """Store ``grads[name]`` in ``tensors[name].grad``, so any torch optimizer can step."""
+    for name, grad in grads.items():
+        tensors[name].grad = grad.detach().clone()

@@ -1,0 +1,170 @@
+"""The networks of MAML's experiments (Finn et al., 2017), written for meta-learning.
+
+Every network here is a ``body`` (the feature extractor) followed by a ``head``
+(the last linear layer), so its parameters are named ``body.…`` and ``head.…``.
+ANIL's "adapt only the head" (Raghu et al., 2020) is then :func:`is_head`.
+
+Two things differ from the networks of ordinary supervised learning:
+
+* Batch normalization keeps **no running statistics**. A network is adapted
+  per task, inside ``torch.func`` transforms, and averages carried across tasks
+  would both mix the tasks and break ``grad``/``vmap``. Every forward pass
+  normalizes with statistics of the batch it is given, as MAML's reference code
+  does (there, batch norm is always in training mode).
+* ``forward(x, stats_rows=None)`` can take those statistics from the first
+  ``stats_rows`` examples of ``x`` only. Forwarding ``cat[support, query]`` with
+  ``stats_rows = len(support)`` normalizes the query with the support set's
+  statistics (inductive evaluation, see :func:`metabook.inner_loop.predict`).
+
+Where these differ from MAML's reference code (github.com/cbfinn/maml): the
+weights start from PyTorch's default initialization, and batch norm learns a
+scale as well as a shift, both adapted in the inner loop like every other
+parameter (the reference code learns only a shift, and only in the outer loop).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "TaskBatchNorm2d",
+    "ConvBlock",
+    "ConvNet",
+    "SinusoidMLP",
+    "omniglot_convnet",
+    "miniimagenet_convnet",
+    "sinusoid_mlp",
+    "is_head",
+]
+
+
+def is_head(name: str) -> bool:
+    """True for the parameters of the last layer: the ones ANIL adapts."""
+    return name.startswith("head.")
+
+
+class TaskBatchNorm2d(nn.Module):
+    """Batch normalization with statistics of the current batch only (no running averages).
+
+    ``x``: ``[B, C, H, W]``. Mean and variance per channel are taken over the
+    first ``stats_rows`` examples (all of them when ``None``) and applied to all
+    ``B`` examples, followed by the learned scale ``weight`` and shift ``bias``
+    (``[C]`` each).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        if stats_rows is None:
+            # The fused kernel. Under torch.func.vmap, take the meta-gradient of
+            # each task inside vmap (metabook.maml explains why).
+            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+        reference = x[:stats_rows]
+        mean = reference.mean(dim=(0, 2, 3), keepdim=True)
+        var = reference.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        normalized = (x - mean) * torch.rsqrt(var + self.eps)
+        return normalized * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ConvBlock(nn.Module):
+    """3x3 convolution, batch norm, ReLU, then halve the resolution.
+
+    ``downsample="stride"`` halves it with a stride-2 convolution (MAML on
+    Omniglot), ``"maxpool"`` with 2x2 max-pooling (MAML on mini-ImageNet).
+    ``[B, C_in, H, W]`` -> ``[B, C_out, ceil(H/2), ceil(W/2)]`` (stride) or
+    ``[B, C_out, H//2, W//2]`` (max-pool).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: str):
+        super().__init__()
+        if downsample not in ("stride", "maxpool"):
+            raise ValueError(f"downsample must be 'stride' or 'maxpool', got {downsample!r}")
+        stride = 2 if downsample == "stride" else 1
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+        self.norm = TaskBatchNorm2d(out_channels)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        x = F.relu(self.norm(self.conv(x), stats_rows))
+        return F.max_pool2d(x, 2) if self.downsample == "maxpool" else x
+
+
+class ConvNet(nn.Module):
+    """MAML's 4-block convolutional network with a linear head.
+
+    ``x``: ``[B, C, H, W]`` -> logits ``[B, num_classes]``. With strided
+    convolutions the last feature map is averaged over space (as MAML's
+    reference code does for Omniglot: 28 -> 14 -> 7 -> 4 -> 2, then mean, so
+    the head sees ``filters`` features); with max-pooling it is flattened
+    (mini-ImageNet: 84 -> 42 -> 21 -> 10 -> 5, ``filters * 5 * 5`` features).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        filters: int,
+        downsample: str,
+        image_size: int,
+        blocks: int = 4,
+    ):
+        super().__init__()
+        channels = [in_channels] + [filters] * blocks
+        self.body = nn.ModuleList(
+            ConvBlock(c_in, c_out, downsample) for c_in, c_out in zip(channels, channels[1:])
+        )
+        self.downsample = downsample
+        if downsample == "stride":
+            features = filters
+        else:
+            side = image_size
+            for _ in range(blocks):
+                side //= 2
+            features = filters * side * side
+        self.head = nn.Linear(features, num_classes)
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        for block in self.body:
+            x = block(x, stats_rows)
+        x = x.mean(dim=(2, 3)) if self.downsample == "stride" else x.flatten(1)
+        return self.head(x)
+
+
+class SinusoidMLP(nn.Module):
+    """MAML's regression network: 1 -> 40 -> 40 -> 1 with ReLUs. ``x``: ``[B, 1]`` -> ``[B, 1]``.
+
+    It has no normalization layer, so ``stats_rows`` changes nothing: every
+    example is processed on its own.
+    """
+
+    def __init__(self, hidden: int = 40):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def omniglot_convnet(num_classes: int = 5) -> ConvNet:
+    """MAML's Omniglot network: 28x28x1 input, 64 filters, strided convolutions.
+
+    Section 5.2 of the paper: "For Omniglot, we used strided convolutions
+    instead of max-pooling."
+    """
+    return ConvNet(num_classes, in_channels=1, filters=64, downsample="stride", image_size=28)
+
+
+def miniimagenet_convnet(num_classes: int = 5) -> ConvNet:
+    """MAML's mini-ImageNet network: 84x84x3 input, 32 filters, 2x2 max-pooling."""
+    return ConvNet(num_classes, in_channels=3, filters=32, downsample="maxpool", image_size=84)
+
+
+def sinusoid_mlp() -> SinusoidMLP:
+    """MAML's sinusoid regression network (Section 5.1): two hidden layers of 40 ReLUs."""
+    return SinusoidMLP(hidden=40)

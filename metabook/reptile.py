@@ -1,0 +1,91 @@
+"""Reptile (Nichol, Achiam & Schulman, 2018): move the initialization toward each task's solution.
+
+For every task i of a meta-batch, train from φ for k steps, then step toward
+where training went:
+
+    W_i = U^k_τi(φ)                          k gradient steps on task i (inner_loop.fine_tune)
+    φ ← φ + ε (1/n) Σ_i (W_i − φ)            Algorithm 2; with n = 1 task, Algorithm 1
+
+No derivative flows through the inner steps. :func:`reptile_direction` returns
+φ − mean_i W_i in the place of a gradient, so plain SGD with learning rate ε
+performs exactly the update above, and any other optimizer (Adam, a schedule
+for ε) can be used on it as well.
+
+The inner steps here are plain SGD on the whole support set, so that every
+method of the book shares one inner loop. For Omniglot and mini-ImageNet the
+authors' code (openai/supervised-reptile) stepped with Adam (β1 = 0) on
+minibatches of the task's examples instead.
+Evaluation is :func:`adapt`, the same as MAML's: fine-tune on the support set,
+predict the query set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from metabook.inner_loop import (
+    DIFFERENTIATE,
+    Adaptation,
+    InnerLoop,
+    Params,
+    adapt,
+    fine_tune,
+    over_tasks,
+    resolve_strategy,
+)
+
+__all__ = ["ReptileStep", "task_weights", "reptile_direction", "adapt", "Adaptation"]
+
+
+@dataclass
+class ReptileStep:
+    """``direction``: φ − mean_i W_i per parameter, to be used as a gradient.
+    ``strategy``: how the tasks ran (``"loop"`` or ``"vmap"``)."""
+
+    direction: Params
+    strategy: str
+
+
+def task_weights(
+    model: nn.Module,
+    inner: InnerLoop,
+    differentiate: Callable,
+    params: Params,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+) -> Params:
+    """W_i: the parameters after ``inner.steps`` SGD steps on one task's support set ``[S, ...]``."""
+    return fine_tune(model, params, support_x, support_y, inner, differentiate=differentiate)
+
+
+def reptile_direction(
+    model: nn.Module,
+    params: Params,
+    tasks,
+    inner: InnerLoop,
+    strategy: str = "auto",
+) -> ReptileStep:
+    """φ − (1/n) Σ_i W_i for the n tasks of a batch (their support sets ``[n, S, ...]``).
+
+    ``tasks``: anything with ``support_x [n, S, ...]`` and ``support_y [n, S]``
+    (its query set is not used). With ``torch.optim.SGD(lr=ε)``::
+
+        step = reptile_direction(model, params, tasks, inner)
+        set_gradients(params, step.direction)  # metabook.inner_loop.set_gradients
+        optimizer.step()                       # φ ← φ + ε (mean_i W_i − φ)
+    """
+    params = {name: p.detach() for name, p in params.items()}
+    strategy = resolve_strategy(strategy, tasks.support_x.device)
+    # No derivative flows through Reptile's inner steps: they are first order by definition.
+    sgd_steps = replace(inner, first_order=True)
+    differentiate = DIFFERENTIATE[strategy]
+    weights = over_tasks(
+        lambda *args: task_weights(model, sgd_steps, differentiate, *args),
+        (params,),
+        (tasks.support_x, tasks.support_y),
+        strategy,
+    )
+    return ReptileStep({name: params[name] - weights[name].mean(0) for name in params}, strategy)

@@ -1,0 +1,211 @@
+"""The networks and the shared inner loop: shapes, names, batch norm, SGD steps, ANIL, Meta-SGD, strategies.
+
+Everything runs in float64 on small networks, so that "equal" can mean equal
+to ~1e-12 and a wrong formula cannot hide behind float32 noise.
+"""
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from metabook.inner_loop import (
+    InnerLoop,
+    adapt,
+    autograd_gradient,
+    fine_tune,
+    func_gradient,
+    parameters_of,
+    pick_strategy,
+    predict,
+    set_gradients,
+)
+from metabook.models import (
+    ConvNet,
+    TaskBatchNorm2d,
+    is_head,
+    miniimagenet_convnet,
+    omniglot_convnet,
+    sinusoid_mlp,
+)
+
+WAYS = 3
+
+
+def tiny_convnet() -> ConvNet:
+    """Two blocks of 4 filters on 8x8 images, with batch norm: MAML's network, shrunk."""
+    torch.manual_seed(0)
+    return ConvNet(WAYS, in_channels=1, filters=4, downsample="stride", image_size=8, blocks=2).double()
+
+
+def random_tasks(num_tasks: int, shots: int = 2, queries: int = 3, seed: int = 1) -> SimpleNamespace:
+    """Plain tensors shaped like a TaskBatch: support [T, WAYS*shots, 1, 8, 8], query [T, WAYS*queries, ...]."""
+    g = torch.Generator().manual_seed(seed)
+    labels = lambda n: torch.arange(WAYS).repeat_interleave(n).repeat(num_tasks, 1)  # noqa: E731
+    return SimpleNamespace(
+        support_x=torch.randn(num_tasks, WAYS * shots, 1, 8, 8, generator=g, dtype=torch.float64),
+        support_y=labels(shots),
+        query_x=torch.randn(num_tasks, WAYS * queries, 1, 8, 8, generator=g, dtype=torch.float64),
+        query_y=labels(queries),
+    )
+
+
+def sgd_by_hand(model, params, x, y, lrs, steps):
+    """θ ← θ − α ∇L, with plain autograd; ``lrs`` maps every adapted name to its learning rate."""
+    fast = {name: p.detach().clone() for name, p in params.items()}
+    for _ in range(steps):
+        for p in fast.values():
+            p.requires_grad_()
+        loss = F.cross_entropy(functional_call(model, fast, (x,)), y)
+        grads = torch.autograd.grad(loss, list(fast.values()))
+        fast = {
+            name: (p - lrs[name] * g if name in lrs else p).detach()
+            for (name, p), g in zip(fast.items(), grads)
+        }
+    return fast
+
+
+# ── Networks ─────────────────────────────────────────────────────────────────
+
+
+def test_networks_have_the_papers_shapes_and_a_named_head():
+    omniglot, mini, mlp = omniglot_convnet(5), miniimagenet_convnet(5), sinusoid_mlp()
+    assert omniglot(torch.zeros(2, 1, 28, 28)).shape == (2, 5)
+    assert omniglot.head.in_features == 64  # 28 -> 14 -> 7 -> 4 -> 2 by strides, then a spatial mean
+    assert all(block.conv.stride == (2, 2) for block in omniglot.body)
+    assert mini(torch.zeros(2, 3, 84, 84)).shape == (2, 5)
+    assert mini.head.in_features == 32 * 5 * 5  # 84 -> 42 -> 21 -> 10 -> 5 by 2x2 max-pooling
+    assert mlp(torch.zeros(7, 1)).shape == (7, 1)
+    assert [p.shape for p in mlp.parameters()] == [(40, 1), (40,), (40, 40), (40,), (1, 40), (1,)]
+    for net in (omniglot, mini, mlp):
+        names = list(parameters_of(net))
+        assert all(n.startswith(("body.", "head.")) for n in names)
+        assert [n for n in names if is_head(n)] == ["head.weight", "head.bias"]
+        assert not list(net.buffers()), "batch norm must keep no running statistics"
+
+
+def test_task_batch_norm_uses_the_batch_or_its_first_rows():
+    torch.manual_seed(0)
+    norm = TaskBatchNorm2d(3).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    torch_norm = nn.BatchNorm2d(3, track_running_stats=False).double()
+    torch_norm.load_state_dict(norm.state_dict())
+    torch.testing.assert_close(norm(x), torch_norm(x))
+    # stats_rows=2: rows 0-1 normalize as a batch of their own, and every other
+    # row is normalized with those two rows' statistics.
+    out = norm(x, stats_rows=2)
+    torch.testing.assert_close(out[:2], torch_norm(x[:2]))
+    for j in range(2, 6):
+        alone = norm(torch.cat([x[:2], x[j : j + 1]]), stats_rows=2)[2]
+        torch.testing.assert_close(out[j], alone)
+
+
+# ── The inner loop ───────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("differentiate", [func_gradient, autograd_gradient])
+def test_fine_tune_is_sgd_on_the_support_set(differentiate):
+    model, tasks = tiny_convnet(), random_tasks(1)
+    params = parameters_of(model)
+    inner = InnerLoop(steps=3, lr=0.3)
+    fast = fine_tune(model, params, tasks.support_x[0], tasks.support_y[0], inner, differentiate=differentiate)
+    expected = sgd_by_hand(model, params, tasks.support_x[0], tasks.support_y[0], dict.fromkeys(params, 0.3), 3)
+    for name in params:
+        torch.testing.assert_close(fast[name], expected[name])
+
+
+def test_anil_adapts_only_the_head():
+    model, tasks = tiny_convnet(), random_tasks(1)
+    params = parameters_of(model)
+    fast = fine_tune(model, params, tasks.support_x[0], tasks.support_y[0], InnerLoop(steps=2, head_only=True))
+    for name, p in params.items():
+        if is_head(name):
+            assert not torch.equal(fast[name], p), name
+        else:
+            assert fast[name] is p, f"{name} must stay θ's own tensor"
+    head_rates = {name: 0.4 for name in params if is_head(name)}
+    expected = sgd_by_hand(model, params, tasks.support_x[0], tasks.support_y[0], head_rates, 2)
+    for name in params:
+        torch.testing.assert_close(fast[name], expected[name])
+
+
+def test_meta_sgd_steps_with_one_learning_rate_per_entry():
+    model, tasks = tiny_convnet(), random_tasks(1)
+    params = parameters_of(model)
+    g = torch.Generator().manual_seed(3)
+    lrs = {name: torch.rand(p.shape, generator=g, dtype=p.dtype) for name, p in params.items()}
+    fast = fine_tune(model, params, tasks.support_x[0], tasks.support_y[0], InnerLoop(steps=1), lrs)
+    loss = F.cross_entropy(model(tasks.support_x[0]), tasks.support_y[0])
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for (name, p), grad in zip(params.items(), grads):
+        torch.testing.assert_close(fast[name], p - lrs[name] * grad)
+
+
+# ── Strategies and evaluation ────────────────────────────────────────────────
+
+
+def test_strategy_follows_the_device():
+    assert pick_strategy("cpu") == "loop"
+    assert pick_strategy(torch.device("cuda")) == "vmap"
+
+
+@pytest.mark.parametrize("query_bn", ["transductive", "inductive"])
+def test_loop_and_vmap_adapt_alike(query_bn):
+    model, tasks = tiny_convnet(), random_tasks(3)
+    inner = InnerLoop(steps=2, query_bn=query_bn)
+    loop = adapt(model, parameters_of(model), tasks, inner, strategy="loop")
+    vmap = adapt(model, parameters_of(model), tasks, inner, strategy="vmap")
+    assert (loop.strategy, vmap.strategy, loop.query_bn, vmap.query_bn) == ("loop", "vmap", query_bn, query_bn)
+    assert loop.query_outputs.shape == (3, WAYS * 3, WAYS)
+    torch.testing.assert_close(loop.query_outputs, vmap.query_outputs)
+    torch.testing.assert_close(loop.query_accuracy, vmap.query_accuracy)
+    assert not loop.query_outputs.requires_grad
+    assert adapt(model, parameters_of(model), tasks, inner).strategy == "loop"  # "auto" on the CPU
+
+
+def test_inductive_predictions_do_not_depend_on_other_queries():
+    model, tasks = tiny_convnet(), random_tasks(1, queries=4)
+    params = parameters_of(model)
+    support_x, query_x = tasks.support_x[0], tasks.query_x[0]
+    other_query_x = query_x.clone()
+    other_query_x[1:] = torch.randn_like(query_x[1:])  # keep example 0, change the rest
+
+    with torch.no_grad():
+        inductive = predict(model, params, support_x, query_x, "inductive")
+        transductive = predict(model, params, support_x, query_x, "transductive")
+        # Inductive: example 0 is predicted the same whatever it is predicted with,
+        # and each example alone (support + that one example) gets the same output.
+        torch.testing.assert_close(predict(model, params, support_x, other_query_x, "inductive")[0], inductive[0])
+        for j in range(len(query_x)):
+            alone = predict(model, params, support_x, query_x[j : j + 1], "inductive")
+            torch.testing.assert_close(alone[0], inductive[j])
+        # Transductive: the query set's own statistics, so the other examples matter.
+        torch.testing.assert_close(transductive, model(query_x))
+        changed = predict(model, params, support_x, other_query_x, "transductive")[0]
+        assert (changed - transductive[0]).abs().max() > 1e-3
+    assert (inductive - transductive).abs().max() > 1e-3, "the two modes should give different predictions"
+
+    for mode in ("transductive", "inductive"):
+        result = adapt(model, params, tasks, InnerLoop(steps=1, query_bn=mode))
+        assert result.query_bn == mode
+        assert torch.isfinite(result.query_outputs).all() and 0 <= result.query_accuracy <= 1
+    assert InnerLoop().query_bn == "transductive"  # the default, as in MAML's reference code
+    with pytest.raises(ValueError, match="query_bn"):
+        InnerLoop(query_bn="running")
+
+
+def test_set_gradients_feeds_any_optimizer():
+    model = tiny_convnet()
+    params = parameters_of(model)
+    grads = {name: torch.ones_like(p) for name, p in params.items()}
+    before = {name: p.detach().clone() for name, p in params.items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    set_gradients(params, grads)
+    optimizer.step()
+    for name, p in params.items():
+        torch.testing.assert_close(p.detach(), before[name] - 0.1)
