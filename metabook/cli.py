@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules():
     # Imported lazily so that `--help` of one command does not pay for the others.
+    from metabook import train_cli
     from metabook.data import cli as data_cli
 
-    return [data_cli.add_parser]
+    return [data_cli.add_parser, train_cli.add_parser]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "download",
     "check_archive",
     "extract_archive",
+    "atomic_output",
     "save_tensors",
     "load_tensors",
     "cached_tensors",
@@ -97,7 +98,7 @@ def mirror_dir(mirror: str | os.PathLike | None = None) -> Path | None:
 
 
 @contextlib.contextmanager
-def _atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
+def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; move it there only if the block succeeds.
 
     The temporary name starts with a dot and lives in the same folder, so the
@@ -192,7 +193,7 @@ def download(url: str, destination: Path, md5: str | None = None) -> Path:
     A checksum mismatch raises ``DataError`` and leaves nothing behind.
     ``file://`` URLs work too, which is how the tests simulate a server.
     """
-    with _atomic_output(destination) as temporary:
+    with atomic_output(destination) as temporary:
         digest = hashlib.md5()
         with urllib.request.urlopen(url, timeout=60) as response, open(temporary, "wb") as out:
             while chunk := response.read(1 << 20):
@@ -337,7 +338,7 @@ def extract_archive(archive: Path, target: Path) -> Path:
     if kind not in ("zip", "tar", "tar.gz"):
         raise DataError(f"cannot unpack {archive}: not a .zip, .tar or .tar.gz archive")
     try:
-        with _atomic_output(target, directory=True) as temporary:
+        with atomic_output(target, directory=True) as temporary:
             (_extract_zip if kind == "zip" else _extract_tar)(archive, temporary)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise DataError(f"{archive} is truncated or corrupt ({_one_line(error)}); replace it") from None
@@ -349,7 +350,7 @@ def extract_archive(archive: Path, target: Path) -> Path:
 
 def save_tensors(content: dict, path: Path) -> None:
     """``torch.save`` through a temporary file, so a reader never sees half a cache file."""
-    with _atomic_output(path) as temporary:
+    with atomic_output(path) as temporary:
         torch.save(content, temporary)
 
 

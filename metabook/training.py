@@ -1,0 +1,491 @@
+"""Meta-training: one loop for MAML, first-order MAML, ANIL, Meta-SGD and Reptile.
+
+Every gradient-based meta-learner of the book trains the same way::
+
+    for step in range(steps):
+        tasks = sampler.sample(meta_batch)       # a meta-batch of tasks
+        direction = ...                          # the algorithm's update direction
+        optimizer.step()                         # move θ (and Meta-SGD's α) along it
+
+and they differ only in the direction and the optimizer (:func:`meta_step`):
+
+=========  ==========================================  ================================
+algorithm  direction                                   optimizer
+=========  ==========================================  ================================
+maml       ∇θ of the query loss after adaptation       Adam, learning rate ``meta_lr``
+fomaml     the same, inner gradients as constants      Adam
+anil       the same, only the head adapts              Adam
+metasgd    ∇θ and ∇α, α the learned inner rates        Adam (θ and α together)
+reptile    φ − mean_i W_i (no query set)               SGD with step ε: φ ← φ + ε (mean W − φ)
+=========  ==========================================  ================================
+
+Reptile's ε (``outer_step_size``) can be annealed linearly to
+``outer_step_size_final`` over the run, as Nichol et al. (2018) did (from 1 to
+0 on Omniglot and mini-ImageNet): at step t of T, ε_t = ε_0 + (ε_final − ε_0) t/T.
+
+Around the loop, :func:`train` keeps a learning curve (meta-loss and
+meta-accuracy, averaged over ``log_every`` steps, and validation scores),
+validates every ``validate_every`` steps on the *same* validation tasks each
+time (so the curve moves because the network changes, not the draw), and
+writes checkpoints from which a run resumes exactly: model, optimizer,
+Meta-SGD's rates, the samplers' generators, every global random generator,
+the step, the configuration and the curve (:mod:`metabook.checkpoint`). On
+the CPU an interrupted and resumed run ends with the very same parameters as
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from metabook.data.sinusoid import sample_sinusoid_tasks
+from metabook.evaluation import evaluate
+from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
+from metabook.maml import init_learning_rates, meta_gradient
+from metabook.reptile import reptile_direction
+from metabook.runtime import pick_device, seed_everything
+
+__all__ = [
+    "ALGORITHMS",
+    "LOSSES",
+    "TrainConfig",
+    "CurvePoint",
+    "TrainResult",
+    "SinusoidSampler",
+    "inner_loop",
+    "make_optimizer",
+    "reptile_step_size",
+    "meta_step",
+    "train",
+]
+
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a meta-training run. The defaults are MAML's, Omniglot 5-way 1-shot.
+
+    **The tasks.** ``dataset``: a label for results tables (``train`` reads
+    tasks from its sampler, and checks ``ways``, ``shots`` and ``queries``
+    against it). ``ways``, ``shots``: the N-way K-shot problem.
+    ``train_shots``: support examples per class in the *training* tasks when
+    they differ from ``shots`` (Reptile trains with 10 and is tested with 1);
+    ``None``: ``shots``. ``queries``: query examples per class (for
+    sinusoids: ``shots`` support and ``queries`` query points; ``ways`` is
+    unused). ``loss``: ``"cross_entropy"`` or ``"mse"`` (regression).
+
+    **The algorithm.** ``algorithm``: one of :data:`ALGORITHMS`. It sets
+    ``first_order`` (fomaml), ``head_only`` (anil) or ``learn_lrs``
+    (metasgd); the flags can also be combined by hand, e.g. ``"anil"`` with
+    ``first_order=True``. ``meta_batch``: tasks per meta-step.
+    ``inner_steps``, ``inner_lr``: the inner loop's SGD steps and step size α
+    during training; ``eval_inner_steps``: its steps at validation and test
+    time (same α). ``meta_lr``: Adam's learning rate β (MAML family).
+    ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
+    linearly to this value over ``steps`` (``None``: constant ε).
+    ``steps``: meta-steps. ``query_bn``: ``"transductive"`` or
+    ``"inductive"`` batch norm for query sets (:mod:`metabook.inner_loop`).
+
+    **Bookkeeping.** ``log_every``: steps averaged into one curve point.
+    ``validate_every``: steps between validations (0: never);
+    ``validation_tasks``: tasks per validation. ``checkpoint_every``: steps
+    between checkpoints (0: only at the end). ``seed``: seeds the global
+    generators at the start of a fresh run; the command line also derives the
+    network's initialization and the samplers' seeds from it.
+    ``device``: ``"auto"`` (:func:`metabook.pick_device`), ``"cpu"``,
+    ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast
+    on CUDA (a warning and float32 on the CPU). ``strategy``: how tasks of a
+    batch run, ``"auto"``, ``"loop"`` or ``"vmap"`` (:func:`metabook.inner_loop.pick_strategy`).
+    """
+
+    algorithm: str = "maml"
+    dataset: str = "omniglot"
+    ways: int = 5
+    shots: int = 1
+    train_shots: int | None = None
+    queries: int = 1
+    loss: str = "cross_entropy"
+    meta_batch: int = 32
+    inner_steps: int = 1
+    inner_lr: float = 0.4
+    eval_inner_steps: int = 3
+    meta_lr: float = 1e-3
+    steps: int = 60_000
+    first_order: bool = False
+    head_only: bool = False
+    learn_lrs: bool = False
+    outer_step_size: float = 1.0
+    outer_step_size_final: float | None = None
+    query_bn: str = "transductive"
+    log_every: int = 10
+    validate_every: int = 0
+    validation_tasks: int = 100
+    checkpoint_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    strategy: str = "auto"
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.query_bn not in QUERY_BN_MODES:
+            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {self.query_bn!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name in ("ways", "shots", "queries", "meta_batch", "steps", "log_every", "validation_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "eval_inner_steps", "validate_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.train_shots is not None and self.train_shots < 1:
+            raise ValueError(f"train_shots must be at least 1 (or None: shots), got {self.train_shots}")
+        if self.algorithm == "reptile" and (self.head_only or self.learn_lrs):
+            raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
+                             "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
+        # The algorithm's name is the flag it stands for; set it so the config says what ran.
+        self.first_order = self.first_order or self.algorithm in ("fomaml", "reptile")
+        self.head_only = self.head_only or self.algorithm == "anil"
+        self.learn_lrs = self.learn_lrs or self.algorithm == "metasgd"
+
+    @property
+    def support_shots(self) -> int:
+        """Support examples per class in the training tasks."""
+        return self.shots if self.train_shots is None else self.train_shots
+
+    @property
+    def validation_metric(self) -> str:
+        return "mse" if self.loss == "mse" else "accuracy"
+
+
+@dataclass
+class CurvePoint:
+    """One point of the learning curve, after ``step`` meta-steps.
+
+    ``meta_loss``, ``meta_accuracy``: the query loss and accuracy after
+    adaptation, averaged over the meta-steps since the previous point
+    (``None`` for Reptile, which uses no query set, and accuracy ``None`` for
+    regression). ``validation``: the mean validation score (accuracy, or MSE
+    for regression) when validation ran at this step, else ``None``.
+    """
+
+    step: int
+    meta_loss: float | None
+    meta_accuracy: float | None
+    validation: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``curve``: the learning curve. ``lrs``: Meta-SGD's learned rates (``None``
+    otherwise). ``eval_inner``: the inner loop validation used; pass it to
+    :func:`metabook.evaluation.evaluate` for the test set. ``steps_done``:
+    meta-steps completed. ``resumed_from``: the step a checkpoint resumed at
+    (``None`` for a fresh run). ``wall_time_s``: seconds spent training,
+    summed over every resumed segment.
+    """
+
+    config: TrainConfig
+    curve: list[CurvePoint]
+    lrs: Params | None
+    eval_inner: InnerLoop
+    steps_done: int
+    resumed_from: int | None
+    wall_time_s: float
+
+    def column(self, name: str) -> tuple[list[int], list[float]]:
+        """``(steps, values)`` of one curve field, skipping points where it is ``None``: ready to plot."""
+        points = [(p.step, getattr(p, name)) for p in self.curve if getattr(p, name) is not None]
+        return [s for s, _ in points], [v for _, v in points]
+
+
+class SinusoidSampler:
+    """Sinusoid tasks (:func:`metabook.data.sample_sinusoid_tasks`) behind the sampler interface.
+
+    ``sample(T)`` draws T sine waves with ``num_shots`` support and
+    ``num_queries`` query points each, from the sampler's own generator, so
+    ``state_dict()`` / ``load_state_dict()`` resume the stream like the image
+    samplers do.
+    """
+
+    def __init__(self, num_shots: int = 10, num_queries: int = 10, seed: int = 0):
+        self.num_shots, self.num_queries = num_shots, num_queries
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, num_tasks: int):
+        return sample_sinusoid_tasks(num_tasks, self.num_shots, self.num_queries, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+# ── The pieces of one meta-step ──────────────────────────────────────────────
+
+
+def inner_loop(config: TrainConfig, evaluation: bool = False) -> InnerLoop:
+    """The inner loop of training (``inner_steps``) or of validation and test (``eval_inner_steps``)."""
+    return InnerLoop(
+        steps=config.eval_inner_steps if evaluation else config.inner_steps,
+        lr=config.inner_lr,
+        first_order=config.first_order,
+        head_only=config.head_only,
+        loss=LOSSES[config.loss],
+        query_bn=config.query_bn,
+    )
+
+
+def make_optimizer(config: TrainConfig, params: Params, lrs: Params | None) -> torch.optim.Optimizer:
+    """Adam(β = ``meta_lr``) over θ and Meta-SGD's α; for Reptile, SGD with step ε on φ."""
+    if config.algorithm == "reptile":
+        # SGD of step ε along φ − mean W is exactly φ ← φ + ε (mean W − φ), Reptile's update.
+        return torch.optim.SGD(params.values(), lr=config.outer_step_size)
+    return torch.optim.Adam([*params.values(), *(lrs or {}).values()], lr=config.meta_lr)
+
+
+def reptile_step_size(config: TrainConfig, step: int) -> float:
+    """Reptile's ε at ``step`` (0-based): constant, or annealed linearly to ``outer_step_size_final``.
+
+    As in Nichol et al.'s code: with ``f = step / steps``, ε = (1 − f) ε_0 + f ε_final.
+    """
+    if config.outer_step_size_final is None:
+        return config.outer_step_size
+    done = step / config.steps
+    return (1 - done) * config.outer_step_size + done * config.outer_step_size_final
+
+
+def meta_step(
+    config: TrainConfig,
+    model: nn.Module,
+    params: Params,
+    lrs: Params | None,
+    optimizer: torch.optim.Optimizer,
+    tasks,
+    step: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One update of θ (and α) from a meta-batch ``tasks``; returns its ``(meta-loss, meta-accuracy)``.
+
+    Both are ``None`` for Reptile (it has no query set); the accuracy is
+    ``None`` for regression. They stay tensors on the device, so that
+    training does not wait for the GPU at every step.
+    """
+    inner = inner_loop(config)
+    # bf16 autocast only on CUDA; train() has warned if it was asked for elsewhere.
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and tasks.support_x.is_cuda):
+        if config.algorithm == "reptile":
+            for group in optimizer.param_groups:
+                group["lr"] = reptile_step_size(config, step)
+            direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
+            loss = accuracy = None
+        else:
+            g = meta_gradient(model, params, tasks, inner, lrs, config.strategy)
+            direction, lr_grads, loss, accuracy = g.params, g.lrs, g.query_loss, g.query_accuracy
+    optimizer.zero_grad(set_to_none=True)
+    set_gradients(params, direction)
+    if lrs is not None:
+        set_gradients(lrs, lr_grads)
+    optimizer.step()
+    return loss, accuracy
+
+
+# ── The loop ─────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class _Running:
+    """Sums of the meta-loss and meta-accuracy since the last curve point (tensors, to avoid GPU syncs)."""
+
+    loss: torch.Tensor | float = 0.0
+    accuracy: torch.Tensor | float = 0.0
+    count: int = 0
+    has_loss: bool = False
+    has_accuracy: bool = False
+
+    def add(self, loss, accuracy) -> None:
+        self.count += 1
+        if loss is not None:
+            self.loss, self.has_loss = self.loss + loss.detach().float(), True
+        if accuracy is not None:
+            self.accuracy, self.has_accuracy = self.accuracy + accuracy.detach().float(), True
+
+    def point(self, step: int) -> CurvePoint:
+        def mean(total, present):
+            return float(total) / self.count if present and self.count else None
+
+        return CurvePoint(step, mean(self.loss, self.has_loss), mean(self.accuracy, self.has_accuracy))
+
+    def state(self) -> dict:
+        return {"loss": float(self.loss), "accuracy": float(self.accuracy), "count": self.count,
+                "has_loss": self.has_loss, "has_accuracy": self.has_accuracy}
+
+
+def _check_tasks(config: TrainConfig, sampler, which: str) -> None:
+    """Fail early when a sampler draws tasks of another shape than the config describes."""
+    shots = config.support_shots if which == "train_sampler" else config.shots
+    expected = {"num_ways": config.ways, "num_shots": shots, "num_queries": config.queries}
+    if isinstance(sampler, SinusoidSampler):
+        del expected["num_ways"]  # regression tasks have no classes
+    for name, value in expected.items():
+        actual = getattr(sampler, name, None)
+        if actual is not None and actual != value:
+            raise ValueError(f"{which} draws tasks with {name}={actual}, but the config says {value}; "
+                             "make the sampler and TrainConfig agree")
+
+
+def _check_targets(config: TrainConfig, tasks) -> None:
+    if tasks.query_y.is_floating_point() != (config.loss == "mse"):
+        kind = "real-valued targets" if tasks.query_y.is_floating_point() else "class labels"
+        raise ValueError(f"the tasks have {kind}, but loss={config.loss!r}; use loss="
+                         f"{'mse' if tasks.query_y.is_floating_point() else 'cross_entropy'!r}")
+
+
+def _resume_state(config: TrainConfig, checkpoint, resume: bool) -> dict | None:
+    """The checkpoint to resume from, or ``None`` to start afresh."""
+    if not (resume and checkpoint):
+        return None
+    try:
+        state = load_checkpoint(checkpoint)
+    except FileNotFoundError:
+        return None  # nothing saved yet: the same call starts a run, then resumes it after an interruption
+    ours, theirs = asdict(config), state["config"]
+    differences = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items()
+                   if k != "checkpoint_every" and theirs.get(k) != v]
+    if differences:
+        raise ValueError(f"checkpoint {checkpoint} was written by a run with another configuration "
+                         f"({'; '.join(differences)}); resume with the same configuration, or start a "
+                         "new run with another checkpoint path")
+    return state
+
+
+def train(
+    config: TrainConfig,
+    model: nn.Module,
+    train_sampler,
+    val_sampler=None,
+    checkpoint=None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Meta-train ``model`` in place with ``config.algorithm``; returns the learning curve.
+
+    ``train_sampler``, ``val_sampler``: objects with ``sample(T)`` returning
+    a ``TaskBatch`` or ``SinusoidTasks`` (an ``NWayKShotSampler``, a
+    :class:`SinusoidSampler`), and ``state_dict()`` / ``load_state_dict()``
+    for checkpoints. ``checkpoint``: a file path; written every
+    ``config.checkpoint_every`` steps and at the end, atomically.
+    ``resume=True``: continue from that file when it exists (its
+    configuration must equal ``config``, ``checkpoint_every`` aside), start
+    afresh when it does not. ``progress``: show a tqdm progress bar; pass
+    ``False`` in notebooks whose outputs are compared (the bar prints timings).
+
+    A typical chapter::
+
+        config = TrainConfig(algorithm="maml", steps=300, meta_batch=8, queries=5)
+        model = omniglot_convnet(5)
+        result = train(config, model, NWayKShotSampler(train_split, 5, 1, 5), progress=False)
+        test = evaluate(model, NWayKShotSampler(test_split, 5, 1, 5), result.eval_inner, lrs=result.lrs)
+    """
+    device = pick_device(None if config.device == "auto" else config.device, verbose=False)
+    if config.bf16 and device.type != "cuda":
+        warnings.warn("bf16=True has no effect on the CPU: autocast is used on CUDA only; training in float32",
+                      stacklevel=2)
+    if config.validate_every and val_sampler is None:
+        raise ValueError(f"validate_every={config.validate_every} needs a val_sampler (or set validate_every=0)")
+    _check_tasks(config, train_sampler, "train_sampler")
+    if val_sampler is not None:
+        _check_tasks(config, val_sampler, "val_sampler")
+
+    model.to(device)
+    params = parameters_of(model)
+    lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None
+    optimizer = make_optimizer(config, params, lrs)
+    eval_inner = inner_loop(config, evaluation=True)
+
+    state = _resume_state(config, checkpoint, resume)
+    if state is None:
+        seed_everything(config.seed)
+        start, curve, running, wall_before = 0, [], _Running(), 0.0
+        # Validation rewinds to this state every time: the same validation tasks at every point.
+        val_start = val_sampler.state_dict() if val_sampler is not None else None
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if lrs is not None:
+            with torch.no_grad():
+                for name, rate in lrs.items():
+                    rate.copy_(state["lrs"][name])
+        train_sampler.load_state_dict(state["train_sampler"])
+        val_start = state["val_start"]
+        restore_rng_states(state["rng"])
+        start, wall_before = state["step"], state["wall_time_s"]
+        curve = [CurvePoint(**point) for point in state["curve"]]
+        running = _Running(**state["running"])
+
+    def validate() -> float:
+        val_sampler.load_state_dict(val_start)
+        return evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
+                        strategy=config.strategy).mean
+
+    def save(step: int, elapsed: float) -> None:
+        save_checkpoint(checkpoint, {
+            "step": step,
+            "config": asdict(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lrs": None if lrs is None else {name: rate.detach() for name, rate in lrs.items()},
+            "train_sampler": train_sampler.state_dict(),
+            "val_start": val_start,
+            "rng": rng_states(),
+            "curve": [asdict(point) for point in curve],
+            "running": running.state(),
+            "wall_time_s": elapsed,
+        })
+
+    began = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
+    with bar:
+        for step in range(start, config.steps):
+            tasks = train_sampler.sample(config.meta_batch).to(device)
+            if step == start:
+                _check_targets(config, tasks)
+            running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+            done = step + 1
+            validating = val_sampler is not None and config.validate_every and (
+                done % config.validate_every == 0 or done == config.steps)
+            if done % config.log_every == 0 or validating or done == config.steps:
+                point = running.point(done)
+                running = _Running()
+                if validating:
+                    point.validation = validate()
+                curve.append(point)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in asdict(point).items()
+                                 if k != "step" and v is not None})
+            bar.update(1)
+            if checkpoint and ((config.checkpoint_every and done % config.checkpoint_every == 0)
+                               or done == config.steps):
+                save(done, wall_before + time.perf_counter() - began)
+    return TrainResult(
+        config=config,
+        curve=curve,
+        lrs=None if lrs is None else {name: rate.detach() for name, rate in lrs.items()},
+        eval_inner=eval_inner,
+        steps_done=config.steps,
+        resumed_from=None if state is None else start,
+        wall_time_s=wall_before + time.perf_counter() - began,
+    )

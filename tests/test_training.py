@@ -1,0 +1,255 @@
+"""The meta-training loop: each algorithm's update checked by hand, exact resume, atomic checkpoints, real learning."""
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
+from metabook.checkpoint import load_checkpoint, save_checkpoint
+from metabook.data import NWayKShotSampler, load_omniglot
+from metabook.data.classes import ClassImages
+from metabook.evaluation import evaluate
+from metabook.inner_loop import InnerLoop, parameters_of, set_gradients
+from metabook.maml import init_learning_rates, meta_gradient
+from metabook.models import ConvNet, sinusoid_mlp
+from metabook.training import SinusoidSampler, TrainConfig, reptile_step_size, train
+
+WAYS = 3
+
+
+def tiny_images(num_classes: int = 8, per_class: int = 6, seed: int = 0) -> ClassImages:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (num_classes * per_class, 1, 8, 8), generator=g, dtype=torch.uint8)
+    return ClassImages.from_sizes(images, [per_class] * num_classes, [f"c{i}" for i in range(num_classes)])
+
+
+def tiny_convnet(seed: int = 0) -> ConvNet:
+    torch.manual_seed(seed)
+    return ConvNet(WAYS, in_channels=1, filters=4, downsample="stride", image_size=8, blocks=2)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """3-way 1-shot tasks of 8x8 images, two per meta-batch: every algorithm in a fraction of a second."""
+    base = TrainConfig(dataset="tiny", ways=WAYS, shots=1, queries=2, meta_batch=2, inner_lr=0.3, steps=3,
+                       eval_inner_steps=1, log_every=1, device="cpu")
+    return replace(base, **changes)
+
+
+class InterruptAfter:
+    """A sampler that raises KeyboardInterrupt at its ``samples + 1``-th draw, like Ctrl-C during training."""
+
+    def __init__(self, sampler, samples: int):
+        self.sampler, self.left = sampler, samples
+
+    def sample(self, num_tasks):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.sampler.sample(num_tasks)
+
+    def __getattr__(self, name):  # num_ways, state_dict, ...: the wrapped sampler's
+        return getattr(self.sampler, name)
+
+
+# ── Each algorithm's update ──────────────────────────────────────────────────
+
+
+def test_the_algorithm_name_sets_its_flags():
+    assert TrainConfig(algorithm="fomaml").first_order and TrainConfig(algorithm="reptile").first_order
+    assert TrainConfig(algorithm="anil").head_only and TrainConfig(algorithm="metasgd").learn_lrs
+    plain = TrainConfig(algorithm="maml")
+    assert not (plain.first_order or plain.head_only or plain.learn_lrs)
+    assert TrainConfig(algorithm="anil", first_order=True).first_order  # flags combine: first-order ANIL
+    with pytest.raises(ValueError, match="maml, fomaml, anil, metasgd, reptile"):
+        TrainConfig(algorithm="protonet")
+    with pytest.raises(ValueError, match="head_only and learn_lrs"):
+        TrainConfig(algorithm="reptile", learn_lrs=True)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "metasgd"])
+def test_a_maml_family_step_is_adam_on_the_meta_gradient(algorithm):
+    config, data = tiny_config(algorithm=algorithm, steps=2, meta_lr=0.01), tiny_images()
+    model = tiny_convnet()
+    result = train(config, model, NWayKShotSampler(data, WAYS, 1, 2, seed=4), progress=False)
+
+    # The same two steps by hand, on the same tasks.
+    shadow = tiny_convnet()
+    params = parameters_of(shadow)
+    inner = InnerLoop(steps=1, lr=0.3, first_order=algorithm == "fomaml", head_only=algorithm == "anil")
+    lrs = init_learning_rates(params, inner) if algorithm == "metasgd" else None
+    optimizer = torch.optim.Adam([*params.values(), *(lrs or {}).values()], lr=0.01)
+    sampler = NWayKShotSampler(data, WAYS, 1, 2, seed=4)
+    for _ in range(2):
+        g = meta_gradient(shadow, params, sampler.sample(2), inner, lrs)
+        set_gradients(params, g.params)
+        if lrs is not None:
+            set_gradients(lrs, g.lrs)
+        optimizer.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, params[name], rtol=0, atol=0)
+    if algorithm == "metasgd":
+        for name, rate in result.lrs.items():
+            torch.testing.assert_close(rate, lrs[name], rtol=0, atol=0)
+    assert result.curve[0].meta_loss is not None and result.curve[0].meta_accuracy is not None
+
+
+def sgd_by_hand(model, params, x, y, lr, steps):
+    weights = {n: p.detach().clone() for n, p in params.items()}
+    for _ in range(steps):
+        weights = {n: p.requires_grad_() for n, p in weights.items()}
+        grads = torch.autograd.grad(F.cross_entropy(functional_call(model, weights, (x,)), y), list(weights.values()))
+        weights = {n: (p - lr * g).detach() for (n, p), g in zip(weights.items(), grads)}
+    return weights
+
+
+def test_reptile_moves_phi_toward_the_adapted_weights_with_annealed_epsilon():
+    config = tiny_config(algorithm="reptile", train_shots=2, queries=1, steps=2, inner_steps=2,
+                         outer_step_size=1.0, outer_step_size_final=0.0)
+    # Nichol et al.'s schedule: epsilon = (1 - t/T) epsilon_0 + (t/T) epsilon_final.
+    assert [reptile_step_size(config, t) for t in (0, 1)] == [1.0, 0.5]
+    assert reptile_step_size(replace(config, outer_step_size_final=None), 1) == 1.0
+    data, model = tiny_images(), tiny_convnet()
+    phi = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = train(config, model, NWayKShotSampler(data, WAYS, 2, 1, seed=6), progress=False)
+    assert result.curve[-1].meta_loss is None  # Reptile has no query loss
+
+    sampler, shadow = NWayKShotSampler(data, WAYS, 2, 1, seed=6), tiny_convnet()
+    for epsilon in (1.0, 0.5):
+        tasks = sampler.sample(2)
+        weights = [sgd_by_hand(shadow, phi, tasks.support_x[i], tasks.support_y[i], 0.3, 2) for i in range(2)]
+        phi = {n: phi[n] + epsilon * ((weights[0][n] + weights[1][n]) / 2 - phi[n]) for n in phi}
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), phi[name])
+
+
+# ── Validation, checks ───────────────────────────────────────────────────────
+
+
+def test_validation_uses_the_same_tasks_every_time():
+    """With a zero meta learning rate nothing changes, so every validation must give the same score."""
+    config, data = tiny_config(steps=4, meta_lr=0.0, validate_every=2, validation_tasks=5), tiny_images()
+    result = train(config, tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2, seed=0),
+                   NWayKShotSampler(data, WAYS, 1, 2, seed=1), progress=False)
+    steps, scores = result.column("validation")
+    assert steps == [2, 4] and scores[0] == scores[1]
+    assert result.eval_inner.steps == config.eval_inner_steps
+
+
+def test_mismatched_samplers_losses_and_options_fail_early():
+    data = tiny_images()
+    with pytest.raises(ValueError, match="num_ways=3, but the config says 5"):
+        train(tiny_config(ways=5), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2), progress=False)
+    with pytest.raises(ValueError, match="real-valued targets.*'mse'"):
+        train(tiny_config(ways=1, shots=10, queries=10), sinusoid_mlp(), SinusoidSampler(), progress=False)
+    with pytest.raises(ValueError, match="needs a val_sampler"):
+        train(tiny_config(validate_every=1), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2), progress=False)
+
+
+def test_bf16_on_the_cpu_warns_and_trains_in_float32():
+    data = tiny_images()
+    plain = tiny_convnet()
+    train(tiny_config(steps=1), plain, NWayKShotSampler(data, WAYS, 1, 2), progress=False)
+    with pytest.warns(UserWarning, match="bf16=True has no effect on the CPU"):
+        model = tiny_convnet()
+        train(tiny_config(steps=1, bf16=True), model, NWayKShotSampler(data, WAYS, 1, 2), progress=False)
+    for p, q in zip(plain.parameters(), model.parameters()):
+        assert torch.equal(p, q)
+
+
+# ── Checkpoints ──────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
+def test_an_interrupted_and_resumed_run_ends_with_bit_identical_parameters(tmp_path, algorithm):
+    config = tiny_config(algorithm=algorithm, steps=7, log_every=2, validate_every=3, validation_tasks=4,
+                         checkpoint_every=3, outer_step_size_final=0.0 if algorithm == "reptile" else None)
+    data = tiny_images()
+
+    def run(checkpoint, init_seed=0, sampler_seeds=(10, 11), interrupt_after=None):
+        model = tiny_convnet(init_seed)
+        train_sampler = NWayKShotSampler(data, WAYS, 1, 2, seed=sampler_seeds[0])
+        if interrupt_after is not None:
+            train_sampler = InterruptAfter(train_sampler, interrupt_after)
+        val_sampler = NWayKShotSampler(data, WAYS, 1, 2, seed=sampler_seeds[1])
+        result = train(config, model, train_sampler, val_sampler, checkpoint, resume=True, progress=False)
+        return model, result, torch.rand(4)  # and what the global generator draws next
+
+    whole_model, whole, whole_next = run(tmp_path / "whole.pt")
+    with pytest.raises(KeyboardInterrupt):  # dies drawing the tasks of step 6: the last checkpoint is step 3's
+        run(tmp_path / "cut.pt", interrupt_after=5)
+    saved = load_checkpoint(tmp_path / "cut.pt")
+    assert saved["step"] == 3 and len(saved["curve"]) == 2  # points at steps 2 and 3
+    assert {"model", "optimizer", "lrs", "train_sampler", "val_start", "rng", "config", "curve"} <= saved.keys()
+
+    # Another initialization and other sampler seeds: everything must come from the checkpoint.
+    resumed_model, resumed, resumed_next = run(tmp_path / "cut.pt", init_seed=99, sampler_seeds=(77, 78))
+    assert resumed.resumed_from == 3 and resumed.steps_done == 7
+    for (name, p), q in zip(whole_model.named_parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q), name
+    assert resumed.curve == whole.curve and torch.equal(resumed_next, whole_next)
+    if algorithm == "metasgd":
+        assert all(torch.equal(whole.lrs[n], resumed.lrs[n]) for n in whole.lrs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pt", "whole.pt"]  # no temporary files left
+
+    # A finished run resumes to its end at once; another configuration refuses to resume it.
+    again = train(config, tiny_convnet(5), NWayKShotSampler(data, WAYS, 1, 2), NWayKShotSampler(data, WAYS, 1, 2),
+                  tmp_path / "whole.pt", resume=True, progress=False)
+    assert again.curve == whole.curve
+    with pytest.raises(ValueError, match=r"another configuration \(meta_lr: 0.001 there, 0.5 here\)"):
+        train(replace(config, meta_lr=0.5), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2),
+              NWayKShotSampler(data, WAYS, 1, 2), tmp_path / "whole.pt", resume=True, progress=False)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, {"step": 1, "weights": torch.ones(3)})
+
+    def save_half_then_fail(obj, destination):
+        with open(destination, "wb") as file:
+            file.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"step": 2, "weights": torch.zeros(3)})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ── Learning is real ─────────────────────────────────────────────────────────
+
+
+def test_maml_on_sinusoids_adapts_better_than_it_starts():
+    config = TrainConfig(algorithm="maml", dataset="sinusoid", ways=1, shots=10, queries=10, loss="mse",
+                         meta_batch=10, inner_lr=0.01, eval_inner_steps=10, steps=500, meta_lr=3e-3,
+                         log_every=50, device="cpu", strategy="vmap")  # vmap: faster than the loop here
+    torch.manual_seed(0)
+    model = sinusoid_mlp()
+    untrained = evaluate(model, SinusoidSampler(seed=9), InnerLoop(steps=10, lr=0.01, loss=F.mse_loss), 100)
+    result = train(config, model, SinusoidSampler(seed=0), progress=False)
+    before = evaluate(model, SinusoidSampler(seed=9), replace(result.eval_inner, steps=0), 100)
+    after = evaluate(model, SinusoidSampler(seed=9), result.eval_inner, 100)
+    assert after.mean < 0.5 * before.mean  # adaptation helps after meta-training (about 3.4 -> 1.0)...
+    assert after.mean < 0.8 * untrained.mean  # ...and more than it does from a random initialization
+
+
+def test_maml_on_omniglot_beats_chance_on_held_out_characters(real_mirror, real_cache):
+    """5-way 1-shot MAML, shrunk to fit a CI budget (~15 s on one core): 200 meta-steps of 4 tasks.
+
+    Differences from the paper, all for speed: 32 filters instead of 64; 5 query examples per class
+    instead of 1, so that a meta-batch of 4 tasks gives a usable meta-gradient; meta-lr 3e-3.
+    """
+    train_split = load_omniglot("train", cache=real_cache, mirror=real_mirror)
+    test_split = load_omniglot("test", cache=real_cache, mirror=real_mirror)
+    config = TrainConfig(algorithm="maml", ways=5, shots=1, queries=5, meta_batch=4, steps=200, meta_lr=3e-3,
+                         inner_lr=0.4, inner_steps=1, eval_inner_steps=3, log_every=50, device="cpu")
+    torch.manual_seed(0)
+    model = ConvNet(5, in_channels=1, filters=32, downsample="stride", image_size=28)
+    result = train(config, model, NWayKShotSampler(train_split, 5, 1, 5, seed=0), progress=False)
+    test = evaluate(model, NWayKShotSampler(test_split, 5, 1, 5, seed=0), result.eval_inner, num_tasks=100)
+    assert test.mean - test.ci95 > 0.5, test  # chance is 0.2; this run gets about 0.84
+    assert result.curve[-1].meta_accuracy > result.curve[0].meta_accuracy
