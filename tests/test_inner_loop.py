@@ -3,7 +3,6 @@
 Everything runs in float64 on small networks, so that "equal" can mean equal
 to ~1e-12 and a wrong formula cannot hide behind float32 noise.
 """
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +22,6 @@ from metabook.inner_loop import (
     set_gradients,
 )
 from metabook.models import (
-    ConvNet,
     TaskBatchNorm2d,
     is_head,
     miniimagenet_convnet,
@@ -31,25 +29,7 @@ from metabook.models import (
     sinusoid_mlp,
 )
 
-WAYS = 3
-
-
-def tiny_convnet() -> ConvNet:
-    """Two blocks of 4 filters on 8x8 images, with batch norm: MAML's network, shrunk."""
-    torch.manual_seed(0)
-    return ConvNet(WAYS, in_channels=1, filters=4, downsample="stride", image_size=8, blocks=2).double()
-
-
-def random_tasks(num_tasks: int, shots: int = 2, queries: int = 3, seed: int = 1) -> SimpleNamespace:
-    """Plain tensors shaped like a TaskBatch: support [T, WAYS*shots, 1, 8, 8], query [T, WAYS*queries, ...]."""
-    g = torch.Generator().manual_seed(seed)
-    labels = lambda n: torch.arange(WAYS).repeat_interleave(n).repeat(num_tasks, 1)  # noqa: E731
-    return SimpleNamespace(
-        support_x=torch.randn(num_tasks, WAYS * shots, 1, 8, 8, generator=g, dtype=torch.float64),
-        support_y=labels(shots),
-        query_x=torch.randn(num_tasks, WAYS * queries, 1, 8, 8, generator=g, dtype=torch.float64),
-        query_y=labels(queries),
-    )
+from meta_fixtures import WAYS, random_tasks, tiny_convnet  # noqa: E402
 
 
 def sgd_by_hand(model, params, x, y, lrs, steps):

@@ -7,7 +7,6 @@
 * the vmap + batch norm trap: the outer gradient taken outside vmap is wrong;
 * a few meta-steps on sinusoids lower the loss after adaptation.
 """
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,27 +16,9 @@ from torch.func import functional_call
 from metabook import maml
 from metabook.data.sinusoid import sample_sinusoid_tasks
 from metabook.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
-from metabook.models import ConvNet, is_head, sinusoid_mlp
+from metabook.models import is_head, sinusoid_mlp
 
-WAYS = 3
-
-
-def tiny_convnet(filters: int = 4) -> ConvNet:
-    """Two blocks with batch norm on 8x8 images: MAML's network, shrunk."""
-    torch.manual_seed(0)
-    return ConvNet(WAYS, in_channels=1, filters=filters, downsample="stride", image_size=8, blocks=2).double()
-
-
-def random_tasks(num_tasks: int, shots: int = 2, queries: int = 3, seed: int = 1) -> SimpleNamespace:
-    """Plain tensors shaped like a TaskBatch: support [T, WAYS*shots, 1, 8, 8], query [T, WAYS*queries, ...]."""
-    g = torch.Generator().manual_seed(seed)
-    labels = lambda n: torch.arange(WAYS).repeat_interleave(n).repeat(num_tasks, 1)  # noqa: E731
-    return SimpleNamespace(
-        support_x=torch.randn(num_tasks, WAYS * shots, 1, 8, 8, generator=g, dtype=torch.float64),
-        support_y=labels(shots),
-        query_x=torch.randn(num_tasks, WAYS * queries, 1, 8, 8, generator=g, dtype=torch.float64),
-        query_y=labels(queries),
-    )
+from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
 
 
 def assert_same_gradients(actual: dict, expected: dict, atol: float = 1e-10):

@@ -1,5 +1,4 @@
 """Reptile against its definition (Nichol, Achiam & Schulman, 2018, Algorithms 1 and 2)."""
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,23 +8,9 @@ from torch.func import functional_call
 from metabook import reptile
 from metabook.data.sinusoid import sample_sinusoid_tasks
 from metabook.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
-from metabook.models import ConvNet, sinusoid_mlp
+from metabook.models import sinusoid_mlp
 
-WAYS = 3
-
-
-def tiny_convnet() -> ConvNet:
-    torch.manual_seed(0)
-    return ConvNet(WAYS, in_channels=1, filters=4, downsample="stride", image_size=8, blocks=2).double()
-
-
-def random_tasks(num_tasks: int, shots: int = 2, seed: int = 1) -> SimpleNamespace:
-    """Support sets shaped like a TaskBatch's, ``[T, WAYS*shots, 1, 8, 8]``; Reptile trains on them only."""
-    g = torch.Generator().manual_seed(seed)
-    return SimpleNamespace(
-        support_x=torch.randn(num_tasks, WAYS * shots, 1, 8, 8, generator=g, dtype=torch.float64),
-        support_y=torch.arange(WAYS).repeat_interleave(shots).repeat(num_tasks, 1),
-    )
+from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
 
 
 def sgd_steps_by_hand(model, params, x, y, lr, steps):
