@@ -119,7 +119,7 @@ _SINUSOID_SEED_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 def make_sampler(config: TrainConfig, split: str, shots: int, seed: int, device, cache=None, mirror=None):
     """A sampler of ``config``'s tasks from one split (``"train"``, ``"val"`` or ``"test"``), on ``device``."""
     from metabook.data import NWayKShotSampler
-    from metabook.training import SinusoidSampler
+    from metabook.data import SinusoidSampler
 
     if config.dataset == "sinusoid":
         # Sine waves have no classes to split: each split is its own random stream instead, so

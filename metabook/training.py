@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from metabook.data.sinusoid import sample_sinusoid_tasks
+from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook.evaluation import evaluate
 from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
@@ -211,29 +211,6 @@ class TrainResult:
         """``(steps, values)`` of one curve field, skipping points where it is ``None``: ready to plot."""
         points = [(p.step, getattr(p, name)) for p in self.curve if getattr(p, name) is not None]
         return [s for s, _ in points], [v for _, v in points]
-
-
-class SinusoidSampler:
-    """Sinusoid tasks (:func:`metabook.data.sample_sinusoid_tasks`) behind the sampler interface.
-
-    ``sample(T)`` draws T sine waves with ``num_shots`` support and
-    ``num_queries`` query points each, from the sampler's own generator, so
-    ``state_dict()`` / ``load_state_dict()`` resume the stream like the image
-    samplers do.
-    """
-
-    def __init__(self, num_shots: int = 10, num_queries: int = 10, seed: int = 0):
-        self.num_shots, self.num_queries = num_shots, num_queries
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def sample(self, num_tasks: int):
-        return sample_sinusoid_tasks(num_tasks, self.num_shots, self.num_queries, self.generator)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
 
 # ── The pieces of one meta-step ──────────────────────────────────────────────

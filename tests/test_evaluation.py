@@ -11,7 +11,7 @@ from metabook.data.classes import ClassImages
 from metabook.evaluation import TEST_TASKS, confidence_interval, evaluate, per_task_scores
 from metabook.inner_loop import InnerLoop
 from metabook.models import ConvNet, sinusoid_mlp
-from metabook.training import SinusoidSampler
+from metabook.data import SinusoidSampler
 
 WAYS = 3
 

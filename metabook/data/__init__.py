@@ -1,5 +1,5 @@
 """Tasks and data sets: episodes, samplers and the loaders behind them."""
-from metabook.data.sinusoid import SinusoidTasks, sample_sinusoid_tasks
+from metabook.data.sinusoid import SinusoidSampler, SinusoidTasks, sample_sinusoid_tasks
 from metabook.data.tasks import Task, TaskBatch, stack_tasks
 from metabook.data.samplers import (
     EpisodeComposition,
@@ -8,7 +8,7 @@ from metabook.data.samplers import (
     meta_dataset_statistics,
 )
 
-__all__ = ["SinusoidTasks", "sample_sinusoid_tasks"]
+__all__ = ["SinusoidTasks", "SinusoidSampler", "sample_sinusoid_tasks"]
 __all__ += ["Task", "TaskBatch", "stack_tasks"]
 __all__ += ["NWayKShotSampler", "MetaDatasetSampler", "EpisodeComposition", "meta_dataset_statistics"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SinusoidTasks", "sample_sinusoid_tasks", "AMPLITUDE_RANGE", "PHASE_RANGE", "INPUT_RANGE"]
+__all__ = ["SinusoidTasks", "SinusoidSampler", "sample_sinusoid_tasks", "AMPLITUDE_RANGE", "PHASE_RANGE", "INPUT_RANGE"]
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
@@ -81,3 +81,26 @@ def sample_sinusoid_tasks(
         amplitude=amplitude,
         phase=phase,
     )
+
+
+class SinusoidSampler:
+    """Sinusoid tasks (:func:`sample_sinusoid_tasks`) behind the sampler interface.
+
+    ``sample(T)`` draws T sine waves with ``num_shots`` support and
+    ``num_queries`` query points each, from the sampler's own generator, so
+    ``state_dict()`` / ``load_state_dict()`` resume the stream like the image
+    samplers do.
+    """
+
+    def __init__(self, num_shots: int = 10, num_queries: int = 10, seed: int = 0):
+        self.num_shots, self.num_queries = num_shots, num_queries
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, num_tasks: int):
+        return sample_sinusoid_tasks(num_tasks, self.num_shots, self.num_queries, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
