@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metabook.episodic import episode_outputs, is_episodic
 from metabook.inner_loop import InnerLoop, Params, adapt, parameters_of
 from metabook.models import TaskBatchNorm2d
 
@@ -104,14 +105,18 @@ def per_task_scores(outputs: torch.Tensor, query_y: torch.Tensor) -> torch.Tenso
 
 
 def batch_norm_mode(model: nn.Module, query_bn: str) -> str:
-    """``query_bn`` when the network normalizes with batch statistics, ``"none"`` when it has no batch norm."""
+    """``query_bn`` when the network normalizes with batch statistics, ``"none"`` when it has no batch norm.
+
+    An episodic learner says its own mode in its ``query_bn`` attribute, when it has one.
+    """
+    query_bn = getattr(model, "query_bn", query_bn) if is_episodic(model) else query_bn
     return query_bn if any(isinstance(m, TaskBatchNorm2d) for m in model.modules()) else "none"
 
 
 def evaluate(
     model: nn.Module,
     sampler,
-    inner: InnerLoop,
+    inner: InnerLoop | None,
     num_tasks: int = TEST_TASKS,
     lrs: Params | None = None,
     tasks_per_batch: int = 20,
@@ -122,6 +127,9 @@ def evaluate(
 
     ``inner``: how to fine-tune (steps, learning rate, loss, batch-norm mode);
     the loop is first order here, since nothing is differentiated through it.
+    For an episodic learner (:mod:`metabook.episodic`: Prototypical Networks,
+    R2-D2, neural processes) the episode itself adapts, and ``inner`` is
+    ignored (pass ``None``).
     ``lrs``: Meta-SGD's learned learning rates. ``sampler.sample(k)`` must
     return ``k`` tasks (a ``TaskBatch`` or ``SinusoidTasks``); they are moved
     to the model's device. Tasks are drawn ``tasks_per_batch`` at a time,
@@ -129,6 +137,10 @@ def evaluate(
     """
     if num_tasks < 1 or tasks_per_batch < 1:
         raise ValueError(f"need num_tasks >= 1 and tasks_per_batch >= 1, got {num_tasks} and {tasks_per_batch}")
+    episodic = is_episodic(model)
+    if inner is None and not episodic:
+        raise ValueError(f"{type(model).__name__} adapts by gradient steps: pass an InnerLoop saying how "
+                         "(inner=None is only for episodic learners, see metabook.episodic)")
     params = parameters_of(model)
     device = next(iter(params.values())).device
     scores, losses, done = [], [], 0
@@ -136,10 +148,14 @@ def evaluate(
         while done < num_tasks:
             count = min(tasks_per_batch, num_tasks - done)
             tasks = sampler.sample(count).to(device)
-            adaptation = adapt(model, params, tasks, inner, lrs, strategy)
-            scores.append(per_task_scores(adaptation.query_outputs, tasks.query_y).double().cpu())
-            # query_loss is a mean over this batch's tasks; weight it by their number.
-            losses.append(adaptation.query_loss.double().cpu() * count)
+            if episodic:
+                outputs, loss = episode_outputs(model, params, tasks, strategy)
+            else:
+                adaptation = adapt(model, params, tasks, inner, lrs, strategy)
+                outputs, loss = adaptation.query_outputs, adaptation.query_loss
+            scores.append(per_task_scores(outputs, tasks.query_y).double().cpu())
+            # The loss is a mean over this batch's tasks; weight it by their number.
+            losses.append(loss.double().cpu() * count)
             done += count
             bar.update(count)
     per_task = torch.cat(scores)
@@ -151,9 +167,9 @@ def evaluate(
         std=std,
         num_tasks=num_tasks,
         query_loss=(torch.stack(losses).sum() / num_tasks).item(),
-        query_bn=batch_norm_mode(model, inner.query_bn),
-        inner_steps=inner.steps,
-        inner_lr=float(inner.lr),
+        query_bn=batch_norm_mode(model, "transductive" if inner is None else inner.query_bn),
+        inner_steps=0 if episodic else inner.steps,
+        inner_lr=0.0 if episodic else float(inner.lr),
         tasks_per_batch=tasks_per_batch,
         per_task=per_task,
     )

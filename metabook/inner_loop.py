@@ -245,7 +245,8 @@ def over_tasks(per_task: Callable, shared: tuple, batched: tuple, strategy: str)
     """
     if strategy == "vmap":
         in_dims = (None,) * len(shared) + (0,) * len(batched)
-        return torch.func.vmap(per_task, in_dims=in_dims)(*shared, *batched)
+        # "different": a learner that samples (a neural process's latent) draws independently per task.
+        return torch.func.vmap(per_task, in_dims=in_dims, randomness="different")(*shared, *batched)
     if strategy == "loop":
         results = [per_task(*shared, *(b[t] for b in batched)) for t in range(batched[0].shape[0])]
         leaves, spec = zip(*(pytree.tree_flatten(r) for r in results))

@@ -17,7 +17,13 @@ fomaml     the same, inner gradients as constants      Adam
 anil       the same, only the head adapts              Adam
 metasgd    ∇θ and ∇α, α the learned inner rates        Adam (θ and α together)
 reptile    φ − mean_i W_i (no query set)               SGD with step ε: φ ← φ + ε (mean W − φ)
+protonet,  ∇θ of the episode loss (no inner loop; the  Adam
+r2d2, ...  model's forward is one episode)
 =========  ==========================================  ================================
+
+The episodic algorithms (:data:`EPISODIC_ALGORITHMS`) train a model whose
+``forward`` solves a task in one pass (:mod:`metabook.episodic`): the inner-loop
+settings do not apply to them.
 
 Reptile's ε (``outer_step_size``) can be annealed linearly to
 ``outer_step_size_final`` over the run, as Nichol et al. (2018) did (from 1 to
@@ -46,6 +52,7 @@ from tqdm.auto import tqdm
 
 from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
+from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
 from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
@@ -54,6 +61,8 @@ from metabook.runtime import pick_device, seed_everything
 
 __all__ = [
     "ALGORITHMS",
+    "GRADIENT_ALGORITHMS",
+    "EPISODIC_ALGORITHMS",
     "LOSSES",
     "TrainConfig",
     "CurvePoint",
@@ -66,7 +75,10 @@ __all__ = [
     "train",
 ]
 
-ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+GRADIENT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+# Prototypical Networks, R2-D2 (and its logistic variant), conditional and latent neural processes.
+EPISODIC_ALGORITHMS = ("protonet", "r2d2", "lrd2", "cnp", "np")
+ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 
 
@@ -155,6 +167,9 @@ class TrainConfig:
         if self.algorithm == "reptile" and (self.head_only or self.learn_lrs):
             raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
                              "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
+        if self.algorithm in EPISODIC_ALGORITHMS and (self.head_only or self.learn_lrs or self.first_order):
+            raise ValueError(f"{self.algorithm} has no inner loop: head_only, learn_lrs and first_order "
+                             "belong to the gradient-based algorithms")
         # The algorithm's name is the flag it stands for; set it so the config says what ran.
         self.first_order = self.first_order or self.algorithm in ("fomaml", "reptile")
         self.head_only = self.head_only or self.algorithm == "anil"
@@ -270,6 +285,11 @@ def meta_step(
                 group["lr"] = reptile_step_size(config, step)
             direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
             loss = accuracy = None
+        elif config.algorithm in EPISODIC_ALGORITHMS:
+            g = episode_gradient(model, params, tasks, config.strategy)
+            direction, lr_grads, loss = g.params, None, g.loss
+            accuracy = None if tasks.query_y.is_floating_point() else (
+                g.outputs.argmax(-1) == tasks.query_y).float().mean()
         else:
             g = meta_gradient(model, params, tasks, inner, lrs, config.strategy)
             direction, lr_grads, loss, accuracy = g.params, g.lrs, g.query_loss, g.query_accuracy
@@ -388,6 +408,11 @@ def train(
     if val_sampler is not None:
         _check_tasks(config, val_sampler, "val_sampler")
 
+    if (config.algorithm in EPISODIC_ALGORITHMS) != is_episodic(model):
+        kind = "an episodic learner" if is_episodic(model) else "a network on inputs"
+        raise ValueError(f"algorithm {config.algorithm!r} cannot train {type(model).__name__}, which is {kind}; "
+                         f"episodic learners train with one of {', '.join(EPISODIC_ALGORITHMS)}, networks "
+                         f"with one of {', '.join(GRADIENT_ALGORITHMS)}")
     model.to(device)
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None

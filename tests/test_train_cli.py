@@ -10,7 +10,7 @@ import torch
 from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.cli import build_parser, main
 from metabook.train_cli import DATA_SETS, config_from_args
-from metabook.training import ALGORITHMS
+from metabook.training import GRADIENT_ALGORITHMS as ALGORITHMS
 
 
 def run(capsys, *argv):

@@ -62,8 +62,8 @@ def test_the_algorithm_name_sets_its_flags():
     plain = TrainConfig(algorithm="maml")
     assert not (plain.first_order or plain.head_only or plain.learn_lrs)
     assert TrainConfig(algorithm="anil", first_order=True).first_order  # flags combine: first-order ANIL
-    with pytest.raises(ValueError, match="maml, fomaml, anil, metasgd, reptile"):
-        TrainConfig(algorithm="protonet")
+    with pytest.raises(ValueError, match="maml, fomaml, anil, metasgd, reptile, protonet"):
+        TrainConfig(algorithm="protonets")
     with pytest.raises(ValueError, match="head_only and learn_lrs"):
         TrainConfig(algorithm="reptile", learn_lrs=True)
 
