@@ -102,11 +102,15 @@ class ConvNet(nn.Module):
     reference code does for Omniglot: 28 -> 14 -> 7 -> 4 -> 2, then mean, so
     the head sees ``filters`` features); with max-pooling it is flattened
     (mini-ImageNet: 84 -> 42 -> 21 -> 10 -> 5, ``filters * 5 * 5`` features).
+
+    ``num_classes=None`` builds the body alone, an embedding network: the
+    forward pass returns the features ``[B, num_features]`` (Prototypical
+    Networks and R2-D2 put their own classifier on top).
     """
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None,
         in_channels: int,
         filters: int,
         downsample: str,
@@ -126,13 +130,18 @@ class ConvNet(nn.Module):
             for _ in range(blocks):
                 side //= 2
             features = filters * side * side
-        self.head = nn.Linear(features, num_classes)
+        self.num_features = features
+        self.head = None if num_classes is None else nn.Linear(features, num_classes)
 
-    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        """The body's output, ``[B, num_features]``: what the head sees."""
         for block in self.body:
             x = block(x, stats_rows)
-        x = x.mean(dim=(2, 3)) if self.downsample == "stride" else x.flatten(1)
-        return self.head(x)
+        return x.mean(dim=(2, 3)) if self.downsample == "stride" else x.flatten(1)
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        x = self.features(x, stats_rows)
+        return x if self.head is None else self.head(x)
 
 
 class SinusoidMLP(nn.Module):
