@@ -65,6 +65,8 @@ __all__ = [
 Params = dict[str, torch.Tensor]
 QUERY_BN_MODES = ("transductive", "inductive")
 STRATEGIES = ("auto", "loop", "vmap")
+INNER_OPTIMIZERS = ("sgd", "adam")
+ADAM_BETA2, ADAM_EPS = 0.999, 1e-8  # TensorFlow's and PyTorch's defaults, which Reptile's code kept
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,14 @@ class InnerLoop:
     ``head_only``: adapt only the head (ANIL); the body keeps θ's values.
     ``loss(prediction, target)``: mean loss over a set, e.g. ``F.cross_entropy``
     or ``F.mse_loss``. ``query_bn``: ``"transductive"`` or ``"inductive"``.
+
+    ``optimizer``: ``"sgd"`` (MAML's θ − α∇) or ``"adam"``: Adam with β1 = 0,
+    β2 = 0.999, ε = 1e-8 and fresh moments for every task, the inner
+    optimizer of Reptile's Omniglot and mini-ImageNet experiments (Nichol et
+    al., 2018, Appendix A). ``batch_size``: each step uses this many support
+    examples instead of all of them, taking the support set in a fixed random
+    order, one minibatch after the other, an epoch every ``S / batch_size``
+    steps (Reptile's "inner batch size"); ``None``: the whole support set.
     """
 
     steps: int = 1
@@ -85,10 +95,16 @@ class InnerLoop:
     head_only: bool = False
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     query_bn: str = "transductive"
+    optimizer: str = "sgd"
+    batch_size: int | None = None
 
     def __post_init__(self):
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {INNER_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (or None: the whole support set), got {self.batch_size}")
         if self.query_bn not in QUERY_BN_MODES:
             raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {self.query_bn!r}")
 
@@ -160,19 +176,45 @@ def fine_tune(
     names = [name for name in params if inner.adapts(name)]
     rates = {name: (lrs or {}).get(name, inner.lr) for name in names}
     fast = dict(params)
-    for _ in range(inner.steps):
+    second_moments = {name: torch.zeros_like(params[name]) for name in names}  # Adam's v, per task
+    for step in range(inner.steps):
+        rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device)
+        batch_x, batch_y = (support_x, support_y) if rows is None else (support_x[rows], support_y[rows])
 
         def support_loss(adapted: Params):
-            prediction = functional_call(model, {**fast, **adapted}, (support_x,))
-            return inner.loss(prediction, support_y), ()
+            prediction = functional_call(model, {**fast, **adapted}, (batch_x,))
+            return inner.loss(prediction, batch_y), ()
 
         # First-order MAML: without create_graph the step's gradient is a
         # constant, so the outer derivative has no second-order term.
         grads, _, _ = differentiate(
             support_loss, {name: fast[name] for name in names}, create_graph=not inner.first_order
         )
+        if inner.optimizer == "adam":
+            # Adam with β1 = 0: the first moment is the gradient itself; v is bias-corrected.
+            second_moments = {name: ADAM_BETA2 * second_moments[name] + (1 - ADAM_BETA2) * grads[name] ** 2
+                              for name in names}
+            correction = 1 - ADAM_BETA2 ** (step + 1)
+            grads = {name: grads[name] / ((second_moments[name] / correction).sqrt() + ADAM_EPS)
+                     for name in names}
         fast = {**fast, **{name: fast[name] - rates[name] * grads[name] for name in names}}
     return fast
+
+
+def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device) -> torch.Tensor | None:
+    """The support rows inner step ``step`` uses: ``[batch_size]`` indices, or ``None`` for all rows.
+
+    Epoch e = step // (num_rows // batch_size) visits the rows in the order of
+    a random permutation seeded by e, one minibatch after the other. The order
+    depends only on the step, never on the data, so it is the same for every
+    task and runs unchanged under ``vmap``.
+    """
+    if batch_size is None or batch_size >= num_rows:
+        return None
+    per_epoch = num_rows // batch_size
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(epoch))
+    return order[position * batch_size:(position + 1) * batch_size].to(device)
 
 
 def predict(

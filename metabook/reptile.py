@@ -11,10 +11,12 @@ No derivative flows through the inner steps. :func:`reptile_direction` returns
 performs exactly the update above, and any other optimizer (Adam, a schedule
 for ε) can be used on it as well.
 
-The inner steps here are plain SGD on the whole support set, so that every
-method of the book shares one inner loop. For Omniglot and mini-ImageNet the
-authors' code (openai/supervised-reptile) stepped with Adam (β1 = 0) on
-minibatches of the task's examples instead.
+The inner steps are those of the inner loop every method of the book shares:
+SGD on the whole support set by default, or, as in the paper's Omniglot and
+mini-ImageNet experiments, Adam with β1 = 0 on minibatches
+(``InnerLoop(optimizer="adam", batch_size=...)``). The authors' code
+(openai/supervised-reptile) kept Adam's moments from one task to the next;
+here they restart with every task.
 Evaluation is :func:`adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """

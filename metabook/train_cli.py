@@ -29,8 +29,8 @@ __all__ = ["add_parser", "DATA_SETS", "PRESETS", "paper_defaults", "build_model"
 DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
 
 _MAML = "MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py"
-_REPTILE = ("Reptile (Nichol et al., 2018), App. A / openai/supervised-reptile; inner SGD step size is "
-            "metabook's choice (the paper's inner loop is Adam, lr 0.001, on minibatches)")
+_REPTILE = ("Reptile (Nichol et al., 2018), App. A / openai/supervised-reptile: inner Adam (beta1 = 0), "
+            "lr 0.001, on minibatches; its moments restart with every task here")
 
 # The paper values of each setting: (algorithm family, data set, setting) -> (TrainConfig fields, source).
 # "maml" stands for maml, fomaml, anil and metasgd (ANIL and Meta-SGD are run with MAML's values here).
@@ -52,16 +52,20 @@ PRESETS = {
         dict(shots=10, queries=10, inner_lr=0.01, inner_steps=1, eval_inner_steps=10, meta_batch=25,
              meta_lr=1e-3, steps=70_000), "MAML Sec. 5.1 (alpha 0.01, K = 10); batch 25, 10 test steps from main.py"),
     ("reptile", "omniglot", "5-way"): (
-        dict(train_shots=10, queries=1, inner_lr=0.2, inner_steps=5, eval_inner_steps=50, meta_batch=5,
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
+             eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _REPTILE),
     ("reptile", "omniglot", "20-way"): (
-        dict(train_shots=10, queries=1, inner_lr=0.2, inner_steps=10, eval_inner_steps=50, meta_batch=5,
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=10, inner_batch_size=20,
+             eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _REPTILE),
     ("reptile", "mini-imagenet", ""): (
-        dict(train_shots=15, queries=1, inner_lr=0.01, inner_steps=8, eval_inner_steps=50, meta_batch=5,
+        dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8, inner_batch_size=10,
+             eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _REPTILE),
     ("reptile", "cifar-fs", ""): (
-        dict(train_shots=15, queries=1, inner_lr=0.01, inner_steps=8, eval_inner_steps=50, meta_batch=5,
+        dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8, inner_batch_size=10,
+             eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000),
         "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
     ("reptile", "sinusoid", ""): (
@@ -132,8 +136,9 @@ def make_sampler(config: TrainConfig, split: str, shots: int, seed: int, device,
 # ── train ────────────────────────────────────────────────────────────────────
 
 # Options whose default comes from PRESETS (argparse default None = "not given").
-_PRESET_OPTIONS = ("shots", "train_shots", "queries", "meta_batch", "inner_steps", "inner_lr", "eval_inner_steps",
-                   "meta_lr", "steps", "outer_step_size", "outer_step_size_final")
+_PRESET_OPTIONS = ("shots", "train_shots", "queries", "meta_batch", "inner_steps", "inner_lr", "inner_optimizer",
+                   "inner_batch_size", "eval_inner_steps", "meta_lr", "steps", "outer_step_size",
+                   "outer_step_size_final")
 
 
 def _check_names(algorithm: str, data: str) -> None:
@@ -330,6 +335,11 @@ def add_parser(subparsers) -> None:
     train.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-step")
     train.add_argument("--inner-steps", type=int, default=None, help="SGD steps on the support set while training")
     train.add_argument("--inner-lr", type=float, default=None, help="the inner step size alpha")
+    train.add_argument("--inner-optimizer", choices=("sgd", "adam"), default=None,
+                       help="sgd (MAML) or adam with beta1 = 0 (Reptile's experiments); default: the paper's")
+    train.add_argument("--inner-batch-size", type=int, default=None,
+                       help="support examples per inner step (Reptile's inner batch size); default: the paper's, "
+                            "or the whole support set")
     train.add_argument("--eval-inner-steps", type=int, default=None,
                        help="SGD steps on the support set at validation and test time")
     train.add_argument("--meta-lr", type=float, default=None,
