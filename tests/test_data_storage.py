@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fixtures_data import files_under, no_data_environment, write_tar_gz, write_
 from metabook.cli import UserError
 from metabook.data.storage import (
     DataError,
+    atomic_output,
     UpstreamFile,
     cache_dir,
     cached_tensors,
@@ -241,3 +243,17 @@ def test_a_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_tensors({"x": torch.zeros(1)}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_gives_ordinary_permissions(tmp_path):
+    """mkstemp makes private files; what atomic_output leaves behind is readable like any new file."""
+    umask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "result.json") as temporary:
+            temporary.write_text("{}")
+        with atomic_output(tmp_path / "folder", directory=True) as temporary:
+            (temporary / "x").write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755

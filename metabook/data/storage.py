@@ -97,6 +97,17 @@ def mirror_dir(mirror: str | os.PathLike | None = None) -> Path | None:
 # ---------------------------------------------------------------- atomic writes
 
 
+def _settle(temporary: Path, directory: bool) -> None:
+    """Before the rename: the permissions a plainly created file or folder would have (mkstemp and
+    mkdtemp make them private), and a file's bytes on disk, so a crash cannot leave it empty."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, (0o777 if directory else 0o666) & ~umask)
+    if not directory:
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 @contextlib.contextmanager
 def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; move it there only if the block succeeds.
@@ -120,6 +131,7 @@ def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
             # Another process finished the same work first; keep its result.
             shutil.rmtree(temporary)
         else:
+            _settle(temporary, directory)
             os.replace(temporary, destination)
     except BaseException:
         if temporary.is_dir():
