@@ -28,15 +28,9 @@ torch.
 from __future__ import annotations
 
 import argparse
-import datetime
-import io
 import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,9 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook import maml
-from metabook.inner_loop import InnerLoop, parameters_of, pick_strategy
-from metabook.models import miniimagenet_convnet, omniglot_convnet
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: run as a script or loaded by path
+from timing import (FLOOR, command_line, floor_gradient, header, median_ms, random_tasks,  # noqa: E402
+                    report, settle, synchronize)
+
+from metabook import maml  # noqa: E402
+from metabook.inner_loop import InnerLoop, parameters_of, pick_strategy  # noqa: E402
+from metabook.models import miniimagenet_convnet, omniglot_convnet  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,19 +65,6 @@ CONFIGS = [
     Config("Omniglot", omniglot_convnet, (1, 28, 28), num_tasks=32, inner_lr=0.4),
     Config("mini-ImageNet", miniimagenet_convnet, (3, 84, 84), num_tasks=4, inner_lr=0.01),
 ]
-
-
-def random_tasks(config: Config, device: torch.device) -> SimpleNamespace:
-    """Random pixels shaped like a TaskBatch: the timing does not depend on the images."""
-    g = torch.Generator().manual_seed(0)
-    t, n = config.num_tasks, config.ways
-    tasks = SimpleNamespace(
-        support_x=torch.rand(t, n * config.shots, *config.image_shape, generator=g),
-        support_y=torch.arange(n).repeat_interleave(config.shots).repeat(t, 1),
-        query_x=torch.rand(t, n * config.queries, *config.image_shape, generator=g),
-        query_y=torch.arange(n).repeat_interleave(config.queries).repeat(t, 1),
-    )
-    return SimpleNamespace(**{k: v.to(device) for k, v in vars(tasks).items()})
 
 
 # ── The implementations: each returns the meta-gradient, name -> tensor ──────
@@ -111,16 +96,6 @@ def higher_meta_gradient(model, params, tasks, inner):
     return {n: p.grad for n, p in params.items()}
 
 
-def floor_pass(model, params, tasks, inner):
-    """One plain forward and backward over all the meta-batch's images: the least a meta-step can cost."""
-    images = torch.cat([tasks.support_x, tasks.query_x], dim=1).flatten(0, 1)
-    labels = torch.cat([tasks.support_y, tasks.query_y], dim=1).flatten()
-    return dict(zip(params, torch.autograd.grad(F.cross_entropy(model(images), labels), list(params.values()))))
-
-
-FLOOR = "floor: plain fwd+bwd"
-
-
 def implementations(device: torch.device) -> dict[str, Callable | None]:
     default = pick_strategy(device)
     impls = {
@@ -136,43 +111,11 @@ def implementations(device: torch.device) -> dict[str, Callable | None]:
         impls["higher 0.2.1 (per-task loop)"] = higher_meta_gradient
     except ImportError:
         impls["higher (not installed)"] = None
-    impls[FLOOR] = floor_pass
+    impls[FLOOR] = lambda model, params, tasks, inner: floor_gradient(model, params, tasks)
     return impls
 
 
 # ── Measuring ─────────────────────────────────────────────────────────────────
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn, device) -> float:
-    """Wall time of one call in milliseconds (CUDA events on a GPU)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end)
-    start = time.perf_counter()
-    fn()
-    return 1000 * (time.perf_counter() - start)
-
-
-def median_ms(fns: dict, device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median time of each function. They take turns, so a load that comes and goes
-    (a shared machine) slows them all alike instead of whichever ran at that moment."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(time_ms(fn, device))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cuda_peak_mib(fn, device):
@@ -269,7 +212,8 @@ def setup(config: Config, steps: int, first_order: bool, device):
     torch.manual_seed(0)
     model = config.make_model(config.ways).to(device)
     inner = InnerLoop(steps=steps, lr=config.inner_lr, first_order=first_order)
-    return model, parameters_of(model), random_tasks(config, device), inner
+    tasks = random_tasks(config.num_tasks, config.ways, config.shots, config.queries, config.image_shape, device)
+    return model, parameters_of(model), tasks, inner
 
 
 def run_config(config: Config, steps: int, first_order: bool, device, warmup: int, repeats: int):
@@ -306,75 +250,23 @@ def run_config(config: Config, steps: int, first_order: bool, device, warmup: in
               f"{loop_ms / ms:7.2f}x {ms / floor_ms:7.2f}x")
 
 
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def provenance(device, args) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:  # read-only; the tree may hold uncommitted changes
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return "\n".join([
-        "metabook benchmark: one MAML meta-step (benchmarks/meta_step.py)",
-        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"device: {device.type}; GPU: {gpu}; CPU: {cpu}, {torch.get_num_threads()} torch threads",
-        f"torch {torch.__version__}, Python {platform.python_version()}, git HEAD {commit}",
-        f"arguments: {' '.join(sys.argv[1:]) or '(none)'}; warm-up {args.warmup}, median of {args.repeats}",
-        f"load average at start: {load_average()} (other processes on a shared machine distort CPU timings)",
-        "columns: max|Δgrad| vs the per-task autograd loop; vs loop = loop time / this time (higher is faster); "
-        "x floor = this time / one plain forward+backward over the same images",
-    ])
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed meta-steps per implementation")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed meta-steps before timing")
-    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run on the CPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--output", type=Path, default=None, help="also write the report to this file")
+    parser = command_line(__doc__, quick="few repeats: a smoke run on the CPU")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         return memory_child(args.memory_child)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.repeats = args.repeats or (3 if args.quick else 20)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 3)
+    device = settle(args, repeats=(20, 3), warmup=(3, 0))
 
-    buffer = io.StringIO()
-
-    class Tee(io.TextIOBase):
-        def write(self, text):
-            sys.__stdout__.write(text)
-            sys.__stdout__.flush()
-            return buffer.write(text)
-
-    with redirect_stdout(Tee()):
-        print(provenance(device, args))
+    with report(args.output):
+        print(header("one MAML meta-step (benchmarks/meta_step.py)", device, args,
+                     columns="max|Δgrad| vs the per-task autograd loop; vs loop = loop time / this time (higher is "
+                             "faster); x floor = this time / one plain forward+backward over the same images"))
         print(float64_check(device))
         for config in CONFIGS:
             for steps in (1, 5):
                 for first_order in (False, True):
                     run_config(config, steps, first_order, device, args.warmup, args.repeats)
-        print(f"\nload average at the end: {load_average()}")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(buffer.getvalue())
 
 
 if __name__ == "__main__":

@@ -36,25 +36,24 @@ wall times), configuration and batch-norm mode.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from metabook.checkpoint import provenance, write_json
 from metabook.data import NWayKShotSampler, load_omniglot
 from metabook.evaluation import batch_norm_mode, evaluate
 from metabook.models import omniglot_convnet
-from metabook.runtime import pick_device, seed_everything
+from metabook.runtime import seed_everything
 from metabook.train_cli import paper_defaults
-from metabook.training import TrainConfig, train
+from metabook.training import TrainConfig
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "gradient_based.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
+from full_scale_common import (Script, command_line, open_results, paper_number, print_table,  # noqa: E402
+                               run_record, save, score, settle, train_run)
+
 TARGET = {"run": "maml-5way-1shot", "accuracy": 0.98, "training_minutes": 10.0}
 
 
@@ -73,6 +72,8 @@ RUNS = (
     Run("fomaml-5way-1shot", "fomaml", 5, 15_000, "98.3 ± 0.5 (Finn et al., 2017, Table 1)"),
     Run("reptile-5way-1shot", "reptile", 5, 30_000, "97.68 ± 0.04 (Nichol et al., 2018, Table 1, transduction)"),
 )
+SCRIPT = Script(__file__, __doc__, "gradient_based.json", runs=tuple(r.name for r in RUNS),
+                smoke="3 meta-steps and 10 test tasks per run")
 
 
 def run_config(run: Run, args, device: torch.device) -> TrainConfig:
@@ -92,83 +93,42 @@ def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
     train_sampler = NWayKShotSampler(splits["train"], run.ways, config.support_shots, config.queries, config.seed)
     val_sampler = NWayKShotSampler(splits["val"], run.ways, config.shots, config.queries, config.seed + 1)
     checkpoint = args.checkpoints / f"{run.name}.pt"
-    print(f"\n{run.name}: {config.steps} meta-steps on {provenance(device)['device_name']}", flush=True)
-    trained = train(config, model, train_sampler, val_sampler, checkpoint, resume=True, progress=not args.no_progress)
+    trained = train_run(run.name, config, model, train_sampler, val_sampler, checkpoint, args)
 
     began = time.perf_counter()
     test_sampler = NWayKShotSampler(splits["test"], run.ways, config.shots, config.queries, seed=0)
     test = evaluate(model, test_sampler, trained.eval_inner, num_tasks=args.test_tasks, lrs=trained.lrs,
                     strategy=config.strategy, progress=not args.no_progress)
-    evaluation_time = time.perf_counter() - began
     print(f"{run.name}: {test}; paper {run.paper}; trained in {trained.wall_time_s / 60:.1f} min", flush=True)
-    return {
-        "algorithm": run.algorithm,
-        "setting": f"Omniglot {run.ways}-way 1-shot",
-        "paper": run.paper,
-        "test": test.as_dict(),
-        "batch_norm": batch_norm_mode(model, config.query_bn),
-        "validation": dict(zip(*trained.column("validation"))),
-        "training_wall_time_s": trained.wall_time_s,
-        "evaluation_wall_time_s": evaluation_time,
-        "checkpoint": str(checkpoint),
-        "config": asdict(config),
-        "provenance": provenance(device),
-    }
+    return run_record(trained, config, checkpoint, began,
+                      algorithm=run.algorithm, setting=f"Omniglot {run.ways}-way 1-shot", paper=run.paper,
+                      test=test.as_dict(), batch_norm=batch_norm_mode(model, config.query_bn),
+                      validation=dict(zip(*trained.column("validation"))))
+
+
+def meets_target(result: dict) -> bool:
+    """Whether the target run reached ``TARGET["accuracy"]`` within ``TARGET["training_minutes"]`` of training."""
+    return (result["test"]["mean"] >= TARGET["accuracy"]
+            and result["training_wall_time_s"] <= 60 * TARGET["training_minutes"])
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--runs", nargs="+", default=[r.name for r in RUNS], choices=[r.name for r in RUNS],
-                        metavar="RUN", help="which runs (default: all of " + ", ".join(r.name for r in RUNS) + ")")
-    parser.add_argument("--smoke", action="store_true",
-                        help="3 meta-steps and 10 test tasks per run, on any device, written to a temp folder")
-    parser.add_argument("--output", type=Path, default=None,
-                        help=f"results file (default: {RESULTS.relative_to(RESULTS.parent.parent)}; "
-                             "with --smoke, a new temporary folder)")
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="checkpoint folder (default: runs/full_scale; with --smoke, beside the output)")
-    parser.add_argument("--test-tasks", type=int, default=None, help="test tasks per run (default 600; smoke 10)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: the GPU when there is one)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for meta-gradients (default: float32)")
-    parser.add_argument("--seed", type=int, default=0, help="initialization and training-task seed (default 0)")
-    parser.add_argument("--cache", default=None, help="data cache folder (default: $METABOOK_DATA)")
-    parser.add_argument("--mirror", default=None, help="read-only data mirror (default: $METABOOK_MIRROR)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-
-    if args.smoke and args.output is None:
-        args.output = Path(tempfile.mkdtemp(prefix="metabook-smoke-")) / "gradient_based.json"
-    args.output = args.output or RESULTS
-    args.checkpoints = args.checkpoints or (args.output.parent / "checkpoints" if args.smoke
-                                            else Path("runs") / "full_scale")
-    args.test_tasks = args.test_tasks or (10 if args.smoke else 600)
-    device = pick_device(args.device)
-    if device.type != "cuda" and not args.smoke:
-        print("warning: no GPU; the full-scale runs would take days on a CPU (use --smoke to test the script)",
-              file=sys.stderr)
-
+    args = command_line(SCRIPT).parse_args(argv)
+    device = settle(args, SCRIPT)
     splits = {split: load_omniglot(split, cache=args.cache, mirror=args.mirror).to(device)
               for split in ("train", "val", "test")}
-    # Keep the runs already in the file (from an earlier call with other --runs).
-    results = json.loads(args.output.read_text()) if args.output.is_file() else {"runs": {}}
-    results.update(script="scripts/full_scale_gradient.py", smoke=args.smoke, target=TARGET)
+    results = open_results(args, SCRIPT, target=TARGET)
     for run in RUNS:
-        if run.name not in args.runs:
-            continue
-        results["runs"][run.name] = do_run(run, args, device, splits)
-        target = results["runs"].get(TARGET["run"])
-        if target is not None:
-            results["meets_target"] = (target["test"]["mean"] >= TARGET["accuracy"]
-                                       and target["training_wall_time_s"] <= 60 * TARGET["training_minutes"])
-        write_json(args.output, results)  # after every run, so an interruption keeps the finished ones
+        if run.name in args.runs:
+            results["runs"][run.name] = do_run(run, args, device, splits)
+            if TARGET["run"] in results["runs"]:
+                results["meets_target"] = meets_target(results["runs"][TARGET["run"]])
+            save(results, args.output)
 
-    print("\nrun                  test accuracy (95% CI)    paper                     training")
-    for name, result in results["runs"].items():
-        test = result["test"]
-        print(f"{name:<20} {100 * test['mean']:6.2f} ± {100 * test['ci95']:.2f} ({test['query_bn']})  "
-              f"{result['paper'].split(' (')[0]:<24}  {result['training_wall_time_s'] / 60:.1f} min")
-    print(f"results: {args.output}")
+    print_table(["run", "test accuracy (95% CI)", "paper", "training"],
+                [[name, f"{score(r['test'])} ({r['test']['query_bn']})", paper_number(r),
+                  f"{r['training_wall_time_s'] / 60:.1f} min"] for name, r in results["runs"].items()],
+                args.output)
     return 0
 
 
