@@ -35,6 +35,8 @@ __all__ = [
     "omniglot_convnet",
     "miniimagenet_convnet",
     "sinusoid_mlp",
+    "MLP",
+    "DigitConvNet",
     "is_head",
 ]
 
@@ -155,6 +157,53 @@ class SinusoidMLP(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class MLP(nn.Module):
+    """A classifier of flattened inputs: ``hidden`` layers, each followed by ``activation`` (ReLU), then a linear head.
+
+    ``x``: ``[B, ...]`` with ``in_features`` numbers per example -> logits
+    ``[B, num_classes]``. No normalization layer, so ``stats_rows`` changes
+    nothing: every example is classified on its own (what domain
+    generalization needs, where a test domain gives no batch to normalize with).
+    ``activation=nn.Tanh`` gives a smooth network, for checks of Taylor
+    expansions that ReLU's kinks would spoil.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (64,),
+                 activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        sizes = [in_features, *hidden]
+        layers = [nn.Flatten()]
+        for size_in, size_out in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(size_in, size_out), activation()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-1], num_classes)
+
+    def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class DigitConvNet(nn.Module):
+    """A small convolutional network for 28x28 digits, without normalization layers.
+
+    Two 3x3 convolutions with stride 2 and ReLUs (28 -> 14 -> 7, ``filters``
+    then ``2 * filters`` channels), flattened into a linear head:
+    ``[B, 1, 28, 28]`` -> logits ``[B, num_classes]``. Like :class:`MLP`, it
+    classifies every example on its own.
+    """
+
+    def __init__(self, num_classes: int = 10, filters: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, filters, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(filters, 2 * filters, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * filters * 7 * 7, num_classes)
 
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
         return self.head(self.body(x))

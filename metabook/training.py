@@ -1,4 +1,4 @@
-"""Meta-training: one loop for MAML, first-order MAML, ANIL, Meta-SGD and Reptile.
+"""Meta-training: one loop for MAML, first-order MAML, ANIL, Meta-SGD, Reptile, and MLDG with its ERM baseline.
 
 Every gradient-based meta-learner of the book trains the same way::
 
@@ -19,11 +19,23 @@ metasgd    ∇θ and ∇α, α the learned inner rates        Adam (θ and α to
 reptile    φ − mean_i W_i (no query set)               SGD with step ε: φ ← φ + ε (mean W − φ)
 protonet,  ∇θ of the episode loss (no inner loop; the  Adam
 r2d2, ...  model's forward is one episode)
+mldg       ∇θ [F(θ) + β G(θ − α∇F(θ))]: F, G the       Adam
+           losses on the meta-train and meta-test
+           domains of a DomainBatch
+erm        ∇θ of the loss on all of that batch's       Adam
+           source examples
 =========  ==========================================  ================================
 
 The episodic algorithms (:data:`EPISODIC_ALGORITHMS`) train a model whose
 ``forward`` solves a task in one pass (:mod:`metabook.episodic`): the inner-loop
 settings do not apply to them.
+
+The domain-generalization algorithms (:data:`DOMAIN_ALGORITHMS`, :mod:`metabook.mldg`)
+train a network on batches of a :class:`metabook.data.domains.DomainBatchSampler`:
+each "task" is one batch per source domain, its support set the meta-train
+domains' examples and its query set the meta-test domains'. MLDG's virtual step
+is the inner loop (one step of size ``inner_lr``, second order unless
+``first_order``); ERM uses every example and no inner loop.
 
 Reptile's ε (``outer_step_size``) can be annealed linearly to
 ``outer_step_size_final`` over the run, as Nichol et al. (2018) did (from 1 to
@@ -43,7 +55,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +68,7 @@ from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
 from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
+from metabook.mldg import erm_gradient, mldg_gradient
 from metabook.reptile import reptile_direction
 from metabook.runtime import pick_device, seed_everything
 
@@ -63,6 +76,7 @@ __all__ = [
     "ALGORITHMS",
     "GRADIENT_ALGORITHMS",
     "EPISODIC_ALGORITHMS",
+    "DOMAIN_ALGORITHMS",
     "LOSSES",
     "TrainConfig",
     "CurvePoint",
@@ -78,7 +92,9 @@ __all__ = [
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
 # Prototypical Networks, R2-D2 (and its logistic variant), conditional and latent neural processes.
 EPISODIC_ALGORITHMS = ("protonet", "r2d2", "lrd2", "cnp", "np")
-ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS
+# Domain generalization: MLDG and its baseline, empirical risk minimization over the source domains.
+DOMAIN_ALGORITHMS = ("erm", "mldg")
+ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS + DOMAIN_ALGORITHMS
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 
 
@@ -91,7 +107,12 @@ class TrainConfig:
     against it). ``ways``, ``shots``: the N-way K-shot problem.
     ``train_shots``: support examples per class in the *training* tasks when
     they differ from ``shots`` (Reptile trains with 10 and is tested with 1);
-    ``None``: ``shots``. ``queries``: query examples per class (for
+    ``None``: ``shots``. ``train_ways``: classes per *training* task when they
+    differ from ``ways`` (Prototypical Networks train 60-way on Omniglot and
+    are tested 5-way); ``None``: ``ways``. Only for an episodic classifier
+    whose ``ways`` attribute can change (ProtoNets, R2-D2, LR-D2): it must be
+    built with ``train_ways`` classes, and ``train`` sets it to ``ways`` while
+    it validates. ``queries``: query examples per class (for
     sinusoids: ``shots`` support and ``queries`` query points; ``ways`` is
     unused). ``loss``: ``"cross_entropy"`` or ``"mse"`` (regression).
 
@@ -101,11 +122,16 @@ class TrainConfig:
     ``first_order=True``. ``meta_batch``: tasks per meta-step.
     ``inner_steps``, ``inner_lr``: the inner loop's SGD steps and step size α
     during training; ``eval_inner_steps``: its steps at validation and test
-    time (same α). ``meta_lr``: Adam's learning rate β (MAML family).
+    time (same α). ``inner_optimizer``: ``"sgd"``, or ``"adam"`` (β1 = 0, as in
+    Reptile's experiments); ``inner_batch_size``: support examples per inner
+    step (``None``: all), see :class:`metabook.inner_loop.InnerLoop`. ``meta_lr``: Adam's learning rate β (MAML family).
     ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
     linearly to this value over ``steps`` (``None``: constant ε).
     ``steps``: meta-steps. ``query_bn``: ``"transductive"`` or
     ``"inductive"`` batch norm for query sets (:mod:`metabook.inner_loop`).
+    ``mldg_beta``: MLDG's β, the weight of the meta-test loss (its α is
+    ``inner_lr``, its one virtual step ``inner_steps=1``, and ``first_order``
+    drops the Hessian term).
 
     **Bookkeeping.** ``log_every``: steps averaged into one curve point.
     ``validate_every``: steps between validations (0: never);
@@ -124,11 +150,14 @@ class TrainConfig:
     ways: int = 5
     shots: int = 1
     train_shots: int | None = None
+    train_ways: int | None = None
     queries: int = 1
     loss: str = "cross_entropy"
     meta_batch: int = 32
     inner_steps: int = 1
     inner_lr: float = 0.4
+    inner_optimizer: str = "sgd"
+    inner_batch_size: int | None = None
     eval_inner_steps: int = 3
     meta_lr: float = 1e-3
     steps: int = 60_000
@@ -146,6 +175,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     strategy: str = "auto"
+    mldg_beta: float = 1.0
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -164,12 +194,27 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if self.train_shots is not None and self.train_shots < 1:
             raise ValueError(f"train_shots must be at least 1 (or None: shots), got {self.train_shots}")
+        if self.train_ways is not None and (self.train_ways < 1 or self.algorithm not in EPISODIC_ALGORITHMS):
+            raise ValueError(f"train_ways={self.train_ways} needs a positive number and an episodic classifier "
+                             f"({', '.join(EPISODIC_ALGORITHMS)}): a network's head fixes its number of ways")
         if self.algorithm == "reptile" and (self.head_only or self.learn_lrs):
             raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
                              "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
         if self.algorithm in EPISODIC_ALGORITHMS and (self.head_only or self.learn_lrs or self.first_order):
             raise ValueError(f"{self.algorithm} has no inner loop: head_only, learn_lrs and first_order "
                              "belong to the gradient-based algorithms")
+        if self.algorithm in DOMAIN_ALGORITHMS:
+            if self.head_only or self.learn_lrs:
+                raise ValueError(f"{self.algorithm} trains every parameter with a fixed step: head_only and "
+                                 "learn_lrs belong to ANIL and Meta-SGD")
+            if self.algorithm == "mldg" and self.inner_steps != 1:
+                raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
+                                 f"got {self.inner_steps}")
+            if self.mldg_beta < 0:
+                raise ValueError(f"mldg_beta must be at least 0, got {self.mldg_beta}")
+            if self.validate_every:
+                raise ValueError(f"{self.algorithm} has no validation tasks: set validate_every=0 and score "
+                                 "held-out domains with metabook.mldg.domain_accuracy")
         # The algorithm's name is the flag it stands for; set it so the config says what ran.
         self.first_order = self.first_order or self.algorithm in ("fomaml", "reptile")
         self.head_only = self.head_only or self.algorithm == "anil"
@@ -179,6 +224,11 @@ class TrainConfig:
     def support_shots(self) -> int:
         """Support examples per class in the training tasks."""
         return self.shots if self.train_shots is None else self.train_shots
+
+    @property
+    def training_ways(self) -> int:
+        """Classes per training task."""
+        return self.ways if self.train_ways is None else self.train_ways
 
     @property
     def validation_metric(self) -> str:
@@ -194,12 +244,16 @@ class CurvePoint:
     (``None`` for Reptile, which uses no query set, and accuracy ``None`` for
     regression). ``validation``: the mean validation score (accuracy, or MSE
     for regression) when validation ran at this step, else ``None``.
+    ``training_s``: seconds spent training up to this point, validation and
+    checkpoints excluded, summed over resumed segments (for plots of
+    accuracy against training time; it varies from run to run).
     """
 
     step: int
     meta_loss: float | None
     meta_accuracy: float | None
     validation: float | None = None
+    training_s: float | None = field(default=None, compare=False)  # a timing: never part of equality
 
 
 @dataclass
@@ -240,6 +294,8 @@ def inner_loop(config: TrainConfig, evaluation: bool = False) -> InnerLoop:
         head_only=config.head_only,
         loss=LOSSES[config.loss],
         query_bn=config.query_bn,
+        optimizer=config.inner_optimizer,
+        batch_size=config.inner_batch_size,
     )
 
 
@@ -285,6 +341,11 @@ def meta_step(
                 group["lr"] = reptile_step_size(config, step)
             direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
             loss = accuracy = None
+        elif config.algorithm in DOMAIN_ALGORITHMS:
+            # MLDG reports F + βG and the meta-test accuracy after the virtual step; ERM its batch loss and accuracy.
+            g = (mldg_gradient(model, params, tasks, inner, config.mldg_beta, config.strategy)
+                 if config.algorithm == "mldg" else erm_gradient(model, params, tasks, inner.loss, config.strategy))
+            direction, lr_grads, loss, accuracy = g.params, None, g.loss, g.accuracy
         elif config.algorithm in EPISODIC_ALGORITHMS:
             g = episode_gradient(model, params, tasks, config.strategy)
             direction, lr_grads, loss = g.params, None, g.loss
@@ -334,8 +395,10 @@ class _Running:
 
 def _check_tasks(config: TrainConfig, sampler, which: str) -> None:
     """Fail early when a sampler draws tasks of another shape than the config describes."""
-    shots = config.support_shots if which == "train_sampler" else config.shots
-    expected = {"num_ways": config.ways, "num_shots": shots, "num_queries": config.queries}
+    training = which == "train_sampler"
+    shots = config.support_shots if training else config.shots
+    ways = config.training_ways if training else config.ways
+    expected = {"num_ways": ways, "num_shots": shots, "num_queries": config.queries}
     if isinstance(sampler, SinusoidSampler):
         del expected["num_ways"]  # regression tasks have no classes
     for name, value in expected.items():
@@ -346,6 +409,10 @@ def _check_tasks(config: TrainConfig, sampler, which: str) -> None:
 
 
 def _check_targets(config: TrainConfig, tasks) -> None:
+    if (config.algorithm in DOMAIN_ALGORITHMS) != hasattr(tasks, "meta_test_domains"):
+        raise ValueError(f"{config.algorithm} cannot train on {type(tasks).__name__}: the domain algorithms "
+                         f"({', '.join(DOMAIN_ALGORITHMS)}) need batches of a metabook.data.domains."
+                         "DomainBatchSampler, and only they do")
     if tasks.query_y.is_floating_point() != (config.loss == "mse"):
         kind = "real-valued targets" if tasks.query_y.is_floating_point() else "class labels"
         raise ValueError(f"the tasks have {kind}, but loss={config.loss!r}; use loss="
@@ -412,7 +479,11 @@ def train(
         kind = "an episodic learner" if is_episodic(model) else "a network on inputs"
         raise ValueError(f"algorithm {config.algorithm!r} cannot train {type(model).__name__}, which is {kind}; "
                          f"episodic learners train with one of {', '.join(EPISODIC_ALGORITHMS)}, networks "
-                         f"with one of {', '.join(GRADIENT_ALGORITHMS)}")
+                         f"with one of {', '.join(GRADIENT_ALGORITHMS + DOMAIN_ALGORITHMS)}")
+    if config.train_ways is not None and getattr(model, "ways", None) != config.train_ways:
+        raise ValueError(f"train_ways={config.train_ways}, but {type(model).__name__} classifies "
+                         f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
+                         f"ways={config.train_ways} (train() switches it to ways={config.ways} to validate)")
     model.to(device)
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None
@@ -441,8 +512,14 @@ def train(
 
     def validate() -> float:
         val_sampler.load_state_dict(val_start)
-        return evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
-                        strategy=config.strategy).mean
+        if config.train_ways is not None:
+            model.ways = config.ways  # validate at the test ways with the same weights (checked above)
+        try:
+            return evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
+                            strategy=config.strategy).mean
+        finally:
+            if config.train_ways is not None:
+                model.ways = config.train_ways
 
     def save(step: int, elapsed: float) -> None:
         save_checkpoint(checkpoint, {
@@ -460,6 +537,9 @@ def train(
         })
 
     began = time.perf_counter()
+    # Training time excludes validation and checkpoints; it continues from the last point on resume.
+    trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
+    not_training = 0.0
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
     with bar:
         for step in range(start, config.steps):
@@ -471,17 +551,22 @@ def train(
             validating = val_sampler is not None and config.validate_every and (
                 done % config.validate_every == 0 or done == config.steps)
             if done % config.log_every == 0 or validating or done == config.steps:
-                point = running.point(done)
+                point = running.point(done)  # reads the losses: waits for the GPU to finish
+                point.training_s = trained_before + time.perf_counter() - began - not_training
                 running = _Running()
                 if validating:
+                    validation_began = time.perf_counter()
                     point.validation = validate()
+                    not_training += time.perf_counter() - validation_began
                 curve.append(point)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in asdict(point).items()
-                                 if k != "step" and v is not None})
+                                 if k not in ("step", "training_s") and v is not None})
             bar.update(1)
             if checkpoint and ((config.checkpoint_every and done % config.checkpoint_every == 0)
                                or done == config.steps):
-                save(done, wall_before + time.perf_counter() - began)
+                saving_began = time.perf_counter()
+                save(done, wall_before + saving_began - began)
+                not_training += time.perf_counter() - saving_began
     return TrainResult(
         config=config,
         curve=curve,

@@ -253,3 +253,17 @@ def test_maml_on_omniglot_beats_chance_on_held_out_characters(real_mirror, real_
     test = evaluate(model, NWayKShotSampler(test_split, 5, 1, 5, seed=0), result.eval_inner, num_tasks=100)
     assert test.mean - test.ci95 > 0.5, test  # chance is 0.2; this run gets about 0.84
     assert result.curve[-1].meta_accuracy > result.curve[0].meta_accuracy
+
+
+def test_the_curve_records_training_time_that_grows_and_survives_a_resume(tmp_path):
+    config = TrainConfig(algorithm="fomaml", dataset="sinusoid", loss="mse", shots=5, queries=5, meta_batch=2,
+                         inner_lr=0.01, steps=6, log_every=2, checkpoint_every=2, device="cpu")
+    with pytest.raises(KeyboardInterrupt):  # dies at step 5: the checkpoint of step 4 holds two points
+        train(config, sinusoid_mlp(), InterruptAfter(SinusoidSampler(5, 5, seed=0), 4),
+              checkpoint=tmp_path / "run.pt", progress=False)
+    saved = [point["training_s"] for point in load_checkpoint(tmp_path / "run.pt")["curve"]]
+    resumed = train(config, sinusoid_mlp(), SinusoidSampler(5, 5, seed=0), checkpoint=tmp_path / "run.pt",
+                    resume=True, progress=False)
+    times = [p.training_s for p in resumed.curve]
+    assert times[:2] == saved and len(times) == 3
+    assert all(t > 0 for t in times) and times == sorted(times)
