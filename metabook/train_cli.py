@@ -1,13 +1,21 @@
 """``python -m metabook train|evaluate``: meta-train and evaluate from the command line.
 
-``train`` meta-trains one of MAML, first-order MAML, ANIL, Meta-SGD or Reptile
-on Omniglot, mini-ImageNet, CIFAR-FS or sinusoids with
+``train`` meta-trains one of MAML, first-order MAML, ANIL, Meta-SGD, Reptile
+(gradient-based), Prototypical Networks, R2-D2, LR-D2 (episodic classifiers)
+on Omniglot, mini-ImageNet or CIFAR-FS, or a gradient-based learner or a
+conditional or latent neural process on sinusoids, with
 :func:`metabook.training.train`, writing a checkpoint (resumable with
 ``--resume``) and a JSON file with the configuration, learning curve and
-provenance. ``evaluate`` loads a checkpoint and reports the mean test score
-over 600 tasks with its 95% confidence interval
+provenance. ``evaluate`` rebuilds the network from a checkpoint and reports
+the mean test score over 600 tasks with its 95% confidence interval
 (:func:`metabook.evaluation.evaluate`), as JSON too. Every option left out
-takes the value of the paper that introduced the setting (:data:`PRESETS`).
+takes the value of the paper that introduced the setting (:data:`PRESETS`),
+or the book's where the paper has none.
+
+The episodic classifiers may train with more classes per task than they are
+tested with (``--train-ways``; ProtoNets train 60-way on Omniglot): their
+weights do not depend on the number of ways, so the same network is
+validated during training, and tested, at ``--ways``.
 """
 from __future__ import annotations
 
@@ -22,21 +30,35 @@ import torch
 
 from metabook.cli import UserError
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV
-from metabook.training import GRADIENT_ALGORITHMS as ALGORITHMS, TrainConfig  # the CLI trains these so far
+from metabook.training import DOMAIN_ALGORITHMS, EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS, TrainConfig
 
-__all__ = ["add_parser", "DATA_SETS", "PRESETS", "paper_defaults", "build_model", "make_sampler"]
+__all__ = ["add_parser", "ALGORITHMS", "DATA_SETS", "PRESETS", "paper_defaults", "build_model", "make_sampler"]
 
+# The domain-generalization algorithms of metabook.training (erm, mldg) train on batches of source domains,
+# not on the few-shot tasks of these data sets: their chapter runs them.
+ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS
+CLASSIFIERS = ("protonet", "r2d2", "lrd2")  # episodic classifiers: any number of ways with the same weights
 DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
 
 _MAML = "MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py"
 _REPTILE = ("Reptile (Nichol et al., 2018), App. A / openai/supervised-reptile: inner Adam (beta1 = 0), "
             "lr 0.001, on minibatches; its moments restart with every task here")
+_PROTONET = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes "
+             "in the paper, constant here (TrainConfig has no schedule); one episode per step and 5-way validation "
+             "as in jakesnell/prototypical-networks; the paper stops on validation loss, the steps are the book's")
+_R2D2 = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2): Adam lr 5e-3, halved every 2,000 "
+         "episodes there, constant here (TrainConfig has no schedule); one episode per step; their training shots, "
+         "drawn from 1 to 9, are fixed here; they stop on validation, the steps are the book's")
+_NP = ("the book's choice, as scripts/full_scale_neural_processes.py (the CNP and NP papers have no sine-wave "
+       "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks")
 
 # The paper values of each setting: (algorithm family, data set, setting) -> (TrainConfig fields, source).
-# "maml" stands for maml, fomaml, anil and metasgd (ANIL and Meta-SGD are run with MAML's values here).
-# Two values depend on the shots and are filled in by paper_defaults: MAML's Omniglot query sets
-# have as many examples per class as the support set, and its mini-ImageNet meta-batch is 4 tasks
-# for 1-shot and 2 for 5-shot.
+# "maml" stands for maml, fomaml, anil and metasgd (ANIL and Meta-SGD are run with MAML's values here),
+# "np" for cnp and np. Some values depend on the shots and ways and are filled in by paper_defaults:
+# MAML's Omniglot query sets have as many examples per class as the support set, and its mini-ImageNet
+# meta-batch is 4 tasks for 1-shot and 2 for 5-shot; ProtoNets train 30-way for 1-shot and 20-way for
+# 5-shot on mini-ImageNet; R2-D2's and LR-D2's training episodes have a fixed number of images per class
+# (_EPISODE_IMAGES), the queries being what the shots leave.
 PRESETS = {
     ("maml", "omniglot", "5-way"): (
         dict(inner_lr=0.4, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _MAML),
@@ -72,19 +94,51 @@ PRESETS = {
         dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
              meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
         "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
+    ("protonet", "omniglot", ""): (
+        dict(train_ways=60, queries=5, meta_batch=1, meta_lr=1e-3, steps=20_000), _PROTONET),
+    ("protonet", "mini-imagenet", ""): (
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, steps=20_000), _PROTONET),
+    ("protonet", "cifar-fs", ""): (
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, steps=20_000),
+        "ProtoNets' mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
+    ("r2d2", "omniglot", ""): (dict(train_ways=60, meta_batch=1, meta_lr=5e-3, steps=20_000), _R2D2),
+    ("r2d2", "mini-imagenet", ""): (dict(train_ways=16, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("r2d2", "cifar-fs", ""): (dict(train_ways=20, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("lrd2", "omniglot", ""): (
+        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=20_000),
+        "LR-D2's mini-ImageNet values (the authors' scripts have no LR-D2 Omniglot run); " + _R2D2),
+    ("lrd2", "mini-imagenet", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("lrd2", "cifar-fs", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("np", "sinusoid", ""): (
+        dict(shots=10, train_shots=20, queries=20, meta_batch=64, meta_lr=5e-4, steps=50_000), _NP),
 }
+# Images per class in an R2-D2 / LR-D2 training episode of the authors' scripts (--data.batch_size / --data.way).
+_EPISODE_IMAGES = {("r2d2", "omniglot"): 10, ("r2d2", "mini-imagenet"): 15, ("r2d2", "cifar-fs"): 12,
+                   ("lrd2", "omniglot"): 20, ("lrd2", "mini-imagenet"): 20, ("lrd2", "cifar-fs"): 20}
+_FAMILIES = {"reptile": "reptile", "protonet": "protonet", "r2d2": "r2d2", "lrd2": "lrd2", "cnp": "np", "np": "np"}
+_FAMILY_NAMES = {"maml": "maml/fomaml/anil/metasgd", "np": "cnp/np"}
 
 
-def paper_defaults(algorithm: str, data: str, ways: int, shots: int) -> tuple[dict, str]:
-    """The paper's TrainConfig values for this setting, and where they come from."""
-    family = "reptile" if algorithm == "reptile" else "maml"
-    setting = ("20-way" if ways >= 20 else "5-way") if data == "omniglot" else ""
+def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
+                   train_shots: int | None = None) -> tuple[dict, str]:
+    """The paper's TrainConfig values for this setting, and where they come from.
+
+    ``train_shots``: the training shots when they are given (R2-D2's queries depend on them).
+    """
+    family = _FAMILIES.get(algorithm, "maml")
+    setting = ("20-way" if ways >= 20 else "5-way") if family in ("maml", "reptile") and data == "omniglot" else ""
     values, source = PRESETS[family, data, setting]
     values = dict(values)
     if family == "maml" and data == "omniglot":
         values["queries"] = shots
     if family == "maml" and data == "mini-imagenet" and shots >= 5:
         values["meta_batch"] = 2
+    if family == "protonet" and data != "omniglot" and shots >= 5:
+        values["train_ways"] = 20
+    if (family, data) in _EPISODE_IMAGES:
+        values["queries"] = max(_EPISODE_IMAGES[family, data] - (train_shots or shots), 1)
+    if "train_ways" in values:
+        values["train_ways"] = max(values["train_ways"], ways)  # never fewer classes than the tests have
     if data == "sinusoid":
         values["loss"] = "mse"
     return values, source
@@ -92,19 +146,40 @@ def paper_defaults(algorithm: str, data: str, ways: int, shots: int) -> tuple[di
 
 # ── Networks and tasks for each data set ─────────────────────────────────────
 
+# MAML's networks for each image data set (metabook.models): omniglot_convnet, miniimagenet_convnet,
+# and the latter on CIFAR-FS's 32x32 images (32 -> 16 -> 8 -> 4 -> 2: 32 * 2 * 2 features).
+CONVNETS = {
+    "omniglot": dict(in_channels=1, filters=64, downsample="stride", image_size=28),
+    "mini-imagenet": dict(in_channels=3, filters=32, downsample="maxpool", image_size=84),
+    "cifar-fs": dict(in_channels=3, filters=32, downsample="maxpool", image_size=32),
+}
 
-def build_model(data: str, ways: int) -> torch.nn.Module:
-    """MAML's network for the data set, with ``ways`` outputs (freshly initialized from the global generator)."""
-    from metabook.models import ConvNet, miniimagenet_convnet, omniglot_convnet, sinusoid_mlp
 
-    if data == "omniglot":
-        return omniglot_convnet(ways)
-    if data == "mini-imagenet":
-        return miniimagenet_convnet(ways)
-    if data == "cifar-fs":
-        # MAML's mini-ImageNet network on 32x32 images: 32 -> 16 -> 8 -> 4 -> 2, 32 * 2 * 2 features.
-        return ConvNet(ways, in_channels=3, filters=32, downsample="maxpool", image_size=32)
-    return sinusoid_mlp()
+def build_model(config: TrainConfig, ways: int) -> torch.nn.Module:
+    """``config.algorithm``'s network for its data set and ``ways``-way tasks (initialized from the global generator).
+
+    Gradient-based algorithms: MAML's network with ``ways`` outputs (sinusoids: its
+    1-40-40-1 MLP). ProtoNets, R2-D2, LR-D2: MAML's conv body without its head
+    as the embedding, and the defaults of :mod:`metabook.protonets` and
+    :mod:`metabook.r2d2` (λ learned from 1, α from 10; LR-D2: 5 Newton steps).
+    Neural processes: the defaults of :mod:`metabook.neural_processes`.
+    """
+    from metabook.models import ConvNet, sinusoid_mlp
+    from metabook.neural_processes import ConditionalNeuralProcess, NeuralProcess
+    from metabook.protonets import PrototypicalNetwork
+    from metabook.r2d2 import LRD2, R2D2
+
+    if config.algorithm == "cnp":
+        return ConditionalNeuralProcess()
+    if config.algorithm == "np":
+        return NeuralProcess()
+    if config.dataset == "sinusoid":
+        return sinusoid_mlp()
+    if config.algorithm in GRADIENT_ALGORITHMS:
+        return ConvNet(ways, **CONVNETS[config.dataset])
+    embedding = ConvNet(None, **CONVNETS[config.dataset])
+    learner = {"protonet": PrototypicalNetwork, "r2d2": R2D2, "lrd2": LRD2}[config.algorithm]
+    return learner(embedding, ways, query_bn=config.query_bn)
 
 
 def _load_split(data: str, split: str, cache, mirror):
@@ -120,54 +195,89 @@ def _load_split(data: str, split: str, cache, mirror):
 _SINUSOID_SEED_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
 
-def make_sampler(config: TrainConfig, split: str, shots: int, seed: int, device, cache=None, mirror=None):
-    """A sampler of ``config``'s tasks from one split (``"train"``, ``"val"`` or ``"test"``), on ``device``."""
-    from metabook.data import NWayKShotSampler
-    from metabook.data import SinusoidSampler
+def make_sampler(config: TrainConfig, split: str, seed: int, device, cache=None, mirror=None, training: bool = False):
+    """A sampler of ``config``'s tasks from one split (``"train"``, ``"val"`` or ``"test"``), on ``device``.
 
+    ``training``: the training tasks (``train_ways``, ``train_shots``; for a
+    neural process, a context of 0 to ``train_shots`` points, drawn anew for
+    every batch) rather than the validation and test tasks (``ways``, ``shots``).
+    """
+    from metabook.data import NWayKShotSampler, SinusoidSampler
+    from metabook.neural_processes import VaryingContextSampler
+
+    shots = config.support_shots if training else config.shots
     if config.dataset == "sinusoid":
         # Sine waves have no classes to split: each split is its own random stream instead, so
         # that test tasks are never the training tasks drawn with the same seed.
-        return SinusoidSampler(shots, config.queries, seed + _SINUSOID_SEED_OFFSETS[split])
+        seed += _SINUSOID_SEED_OFFSETS[split]
+        if training and config.algorithm in ("cnp", "np"):
+            return VaryingContextSampler(shots, config.queries, min_context=0, seed=seed)
+        return SinusoidSampler(shots, config.queries, seed)
     images = _load_split(config.dataset, split, cache, mirror).to(device)
-    return NWayKShotSampler(images, config.ways, shots, config.queries, seed)
+    return NWayKShotSampler(images, config.training_ways if training else config.ways, shots, config.queries, seed)
 
 
 # ── train ────────────────────────────────────────────────────────────────────
 
 # Options whose default comes from PRESETS (argparse default None = "not given").
-_PRESET_OPTIONS = ("shots", "train_shots", "queries", "meta_batch", "inner_steps", "inner_lr", "inner_optimizer",
-                   "inner_batch_size", "eval_inner_steps", "meta_lr", "steps", "outer_step_size",
+_PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
+                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "steps", "outer_step_size",
                    "outer_step_size_final")
+# What a gradient-based learner's inner and outer loops take, and an episodic learner has no use for.
+_LOOP_OPTIONS = ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps",
+                 "first_order", "outer_step_size", "outer_step_size_final")
 
 
-def _check_names(algorithm: str, data: str) -> None:
+def _flags(names) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
+def _check_request(args) -> None:
+    """One clear error for an unknown name, a data set the algorithm cannot learn, or an option it has no use for."""
+    algorithm, data = args.algorithm, args.data
+    if algorithm in DOMAIN_ALGORITHMS:
+        raise UserError(f"{algorithm} learns from source domains, not from the few-shot tasks of these data sets: "
+                        "train it with metabook.mldg (see the MLDG chapter)")
     if algorithm not in ALGORITHMS:
         raise UserError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
     if data not in DATA_SETS:
         raise UserError(f"unknown data set {data!r}; choose one of: {', '.join(DATA_SETS)}")
+    if algorithm in ("cnp", "np") and data != "sinusoid":
+        raise UserError(f"{algorithm} is a regression model of sine waves; use --data sinusoid")
+    if algorithm in CLASSIFIERS and data == "sinusoid":
+        raise UserError(f"{algorithm} classifies images; use --data omniglot, mini-imagenet or cifar-fs")
+    if algorithm in EPISODIC_ALGORITHMS:
+        given = [name for name in _LOOP_OPTIONS if getattr(args, name) not in (None, False)]
+        if given:
+            raise UserError(f"{algorithm} solves each task in one forward pass, with no inner loop and Adam "
+                            f"steps of --meta-lr: drop {_flags(given)}")
+    if args.train_ways is not None and algorithm not in CLASSIFIERS:
+        raise UserError(f"--train-ways is for {', '.join(CLASSIFIERS)}, whose weights serve any number of ways; "
+                        f"{algorithm} trains and tests at --ways")
+    if algorithm == "reptile" and args.first_order:
+        raise UserError("Reptile never differentiates through its inner loop; drop --first-order")
+    if algorithm == "reptile" and args.meta_lr is not None:
+        raise UserError("Reptile's outer step is --outer-step-size (epsilon), not --meta-lr")
+    if algorithm in GRADIENT_ALGORITHMS and algorithm != "reptile" and (
+            args.outer_step_size is not None or args.outer_step_size_final is not None):
+        raise UserError(f"--outer-step-size and --outer-step-size-final are Reptile's epsilon; "
+                        f"{algorithm} takes Adam steps of --meta-lr")
+    if data == "sinusoid" and args.ways is not None:
+        raise UserError("sinusoid tasks are regression, they have no classes: drop --ways")
 
 
 def config_from_args(args) -> tuple[TrainConfig, str]:
     """The run's TrainConfig: the options given, the paper's values for the rest; and their source."""
-    _check_names(args.algorithm, args.data)
-    reptile = args.algorithm == "reptile"
-    if reptile and args.first_order:
-        raise UserError("Reptile never differentiates through its inner loop; drop --first-order")
-    if reptile and args.meta_lr is not None:
-        raise UserError("Reptile's outer step is --outer-step-size (epsilon), not --meta-lr")
-    if not reptile and (args.outer_step_size is not None or args.outer_step_size_final is not None):
-        raise UserError(f"--outer-step-size and --outer-step-size-final are Reptile's epsilon; "
-                        f"{args.algorithm} takes Adam steps of --meta-lr")
-    if args.data == "sinusoid" and args.ways is not None:
-        raise UserError("sinusoid tasks are regression, they have no classes: drop --ways")
+    _check_request(args)
     ways = args.ways or 5
     shots = args.shots or (10 if args.data == "sinusoid" else 1)
-    values, source = paper_defaults(args.algorithm, args.data, ways, shots)
+    values, source = paper_defaults(args.algorithm, args.data, ways, shots, args.train_shots)
     given = {name: getattr(args, name) for name in _PRESET_OPTIONS if getattr(args, name) is not None}
     values.update(given)
     values.setdefault("shots", shots)
     values.setdefault("queries", 15)
+    if args.algorithm in EPISODIC_ALGORITHMS:
+        values.update(inner_steps=0, eval_inner_steps=0)  # recorded so: no inner loop
     config = TrainConfig(
         algorithm=args.algorithm, dataset=args.data, ways=1 if args.data == "sinusoid" else ways,
         first_order=args.first_order, query_bn=args.query_bn, log_every=args.log_every,
@@ -206,12 +316,13 @@ def _run_train(args) -> int:
         raise UserError(f"{checkpoint} exists; pass --resume to continue that run, or choose another --checkpoint")
     device = _device(config)
     seed_everything(config.seed)  # the network's initialization
-    model = build_model(config.dataset, config.ways)
-    train_sampler = make_sampler(config, "train", config.support_shots, config.seed, device, args.cache, args.mirror)
+    model = build_model(config, config.training_ways)
+    train_sampler = make_sampler(config, "train", config.seed, device, args.cache, args.mirror, training=True)
     val_sampler = None
     if config.validate_every:
-        val_sampler = make_sampler(config, "val", config.shots, config.seed + 1, device, args.cache, args.mirror)
-    print(f"{config.algorithm} on {config.dataset}: {config.steps} meta-steps on {device.type}; "
+        val_sampler = make_sampler(config, "val", config.seed + 1, device, args.cache, args.mirror)
+    ways = f" ({config.train_ways}-way training tasks, validated {config.ways}-way)" if config.train_ways else ""
+    print(f"{config.algorithm} on {config.dataset}{ways}: {config.steps} meta-steps on {device.type}; "
           f"defaults from {source}", flush=True)
     began = time.perf_counter()
     if config.bf16 and device.type != "cuda":
@@ -255,17 +366,27 @@ def _run_evaluate(args) -> int:
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {checkpoint}; train one first: python -m metabook train "
                         f"--algorithm ALGORITHM --data DATA --checkpoint {checkpoint}") from None
+    trained = TrainConfig(**state["config"])
+    episodic = trained.algorithm in EPISODIC_ALGORITHMS
+    if episodic and args.inner_steps is not None:
+        raise UserError(f"{trained.algorithm} solves each task in one forward pass, with no fine-tuning steps: "
+                        "drop --inner-steps")
+    if args.ways is not None and args.ways != trained.ways and trained.algorithm not in CLASSIFIERS:
+        what = "has no classes" if trained.dataset == "sinusoid" else f"has a {trained.ways}-output head"
+        raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only {', '.join(CLASSIFIERS)} "
+                        "are tested at another number of ways)")
     overrides = {"device": args.device, "query_bn": args.query_bn, "eval_inner_steps": args.inner_steps,
-                 "queries": args.queries, "shots": args.shots}
-    config = replace(TrainConfig(**state["config"]), **{k: v for k, v in overrides.items() if v is not None})
+                 "queries": args.queries, "shots": args.shots, "ways": args.ways}
+    config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
     device = _device(config)
-    model = build_model(config.dataset, config.ways)
+    # The weights of ProtoNets and R2-D2 do not depend on the number of ways: build for the tested one.
+    model = build_model(config, config.ways)
     model.load_state_dict(state["model"])
     model.to(device)
     lrs = None if state["lrs"] is None else {name: rate.to(device) for name, rate in state["lrs"].items()}
-    sampler = make_sampler(config, args.split, config.shots, args.seed, device, args.cache, args.mirror)
+    sampler = make_sampler(config, args.split, args.seed, device, args.cache, args.mirror)
     began = time.perf_counter()
-    result = evaluate(model, sampler, inner_loop(config, evaluation=True), args.tasks, lrs,
+    result = evaluate(model, sampler, None if episodic else inner_loop(config, evaluation=True), args.tasks, lrs,
                       tasks_per_batch=args.tasks_per_batch, strategy=config.strategy, progress=not args.no_progress)
     output = Path(args.output) if args.output else checkpoint.with_suffix(f".{args.split}.json")
     write_json(output, {
@@ -288,11 +409,19 @@ def _run_evaluate(args) -> int:
 def _presets_epilog() -> str:
     lines = ["Defaults when an option is left out (the papers' values):"]
     for (family, data, setting), (values, source) in PRESETS.items():
-        name = "maml/fomaml/anil/metasgd" if family == "maml" else family
+        name = _FAMILY_NAMES.get(family, family)
         shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
         lines.append(f"  {name}, {data} {setting}".rstrip() + f": {shown}. Source: {source}.")
-    lines.append("  MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot. "
-                 "Elsewhere --ways 5, --shots 1 (sinusoid: 10 points), --queries 15.")
+    images = ", ".join(f"{algorithm} on {data} {n}" for (algorithm, data), n in _EPISODE_IMAGES.items())
+    lines += [
+        "  MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot. ProtoNets on "
+        "mini-ImageNet and CIFAR-FS: --train-ways 20 for 5-shot. R2-D2 and LR-D2: --queries is what the "
+        f"training shots leave of the authors' images per class in an episode ({images}). --train-ways is never "
+        "below --ways. Elsewhere --ways 5, --shots 1 (sinusoid: 10 points), --queries 15.",
+        "  The networks: MAML's for each data set (Finn et al., 2017); ProtoNets, R2-D2 and LR-D2 embed with its "
+        "conv body without the head, R2-D2 and LR-D2 learn lambda from 1 and R2-D2 its output scale from 10 "
+        "(metabook.r2d2; the authors fix lambda at 50 on a wider network); LR-D2 takes 5 Newton steps.",
+    ]
     return "\n".join(lines)
 
 
@@ -312,25 +441,40 @@ def add_parser(subparsers) -> None:
     """Register ``train`` and ``evaluate`` with the top-level command line."""
     formatter = argparse.RawDescriptionHelpFormatter
     train = subparsers.add_parser(
-        "train", help="meta-train MAML, first-order MAML, ANIL, Meta-SGD or Reptile",
+        "train", help="meta-train MAML, first-order MAML, ANIL, Meta-SGD, Reptile, Prototypical Networks, "
+                      "R2-D2, LR-D2 or a (conditional) neural process",
         description="Meta-train a network and write a resumable checkpoint and a JSON file of the run "
-                    "(configuration, learning curve, provenance).",
-        epilog=_presets_epilog() + "\n\nExample: python -m metabook train --algorithm maml --data omniglot "
-               "--steps 2000 --validate-every 500 --checkpoint runs/maml.pt",
+                    "(configuration, learning curve, provenance). Gradient-based learners (maml, fomaml, anil, "
+                    "metasgd, reptile) train on every data set; the episodic classifiers (protonet, r2d2, lrd2) "
+                    "on the image data sets; the neural processes (cnp, np) on sinusoids.",
+        epilog=_presets_epilog() + "\n\nExamples: python -m metabook train --algorithm maml --data omniglot "
+               "--steps 2000 --validate-every 500 --checkpoint runs/maml.pt\n"
+               "          python -m metabook train --algorithm protonet --data omniglot --ways 5 "
+               "--checkpoint runs/protonet.pt   (60-way training episodes, validated 5-way)",
         formatter_class=formatter,
     )
     train.add_argument("--algorithm", default="maml", metavar="NAME",
                        help=f"{', '.join(ALGORITHMS)} (default: maml); fomaml is first-order MAML, anil adapts "
-                            "only the head, metasgd learns one inner learning rate per parameter")
+                            "only the head, metasgd learns one inner learning rate per parameter; protonet: "
+                            "Prototypical Networks, r2d2 / lrd2: ridge / logistic regression heads fitted in "
+                            "closed form; cnp / np: conditional / latent neural processes (sinusoids only)")
     train.add_argument("--data", default="omniglot", metavar="NAME",
                        help=f"{', '.join(DATA_SETS)} (default: omniglot; mini-ImageNet has no download: "
                             "see `python -m metabook data info mini-imagenet`)")
-    train.add_argument("--ways", type=int, default=None, help="classes per task, N (default: 5; not for sinusoid)")
+    train.add_argument("--ways", type=int, default=None,
+                       help="classes per validation and test task, N, and per training task unless --train-ways "
+                            "says otherwise (default: 5; not for sinusoid)")
+    train.add_argument("--train-ways", type=int, default=None,
+                       help="classes per training task, for protonet, r2d2 and lrd2 only: their weights serve "
+                            "any number of ways, so the same network is validated during training, and tested, "
+                            "at --ways (default: the paper's, e.g. 60 for ProtoNets on Omniglot; never below "
+                            "--ways). A gradient-based network's head fixes its ways: it trains at --ways")
     train.add_argument("--shots", type=int, default=None,
                        help="support examples per class at test time, K (default: 1; sinusoid: 10 points)")
     train.add_argument("--train-shots", type=int, default=None,
                        help="support examples per class in training tasks (default: --shots; Reptile: 10 on "
-                            "Omniglot, 15 on mini-ImageNet, as in its paper)")
+                            "Omniglot, 15 on mini-ImageNet, as in its paper); cnp/np: the largest training "
+                            "context, each batch drawing its size from 0 to it (default 20)")
     train.add_argument("--queries", type=int, default=None, help="query examples per class (default: see below)")
     train.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-step")
     train.add_argument("--inner-steps", type=int, default=None, help="SGD steps on the support set while training")
@@ -343,7 +487,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--eval-inner-steps", type=int, default=None,
                        help="SGD steps on the support set at validation and test time")
     train.add_argument("--meta-lr", type=float, default=None,
-                       help="Adam's learning rate beta for the meta-update (not for Reptile)")
+                       help="Adam's learning rate beta for the meta-update, or for the episodic learners' "
+                            "episode loss (not for Reptile)")
     train.add_argument("--steps", type=int, default=None, help="meta-steps to train for")
     train.add_argument("--first-order", action="store_true",
                        help="drop second derivatives (first-order ANIL or Meta-SGD; fomaml implies it)")
@@ -380,9 +525,11 @@ def add_parser(subparsers) -> None:
 
     evaluate = subparsers.add_parser(
         "evaluate", help="evaluate a meta-trained checkpoint on test tasks",
-        description="Fine-tune a meta-trained network on each of many test tasks and report the mean query "
-                    "accuracy (MSE for sinusoids) with its 95% confidence interval, 1.96 * std / sqrt(tasks), "
-                    "and the batch-norm mode, as JSON. The training run's settings are used unless overridden.",
+        description="Fine-tune a meta-trained network on each of many test tasks (an episodic learner "
+                    "solves each in its forward pass) and report the mean query accuracy (MSE for sinusoids) "
+                    "with its 95% confidence interval, 1.96 * std / sqrt(tasks), and the batch-norm mode, as "
+                    "JSON. The network is rebuilt from the checkpoint; the training run's settings are used "
+                    "unless overridden.",
         epilog="Example: python -m metabook evaluate --checkpoint runs/maml.pt --tasks 600",
         formatter_class=formatter,
     )
@@ -393,8 +540,13 @@ def add_parser(subparsers) -> None:
     evaluate.add_argument("--tasks-per-batch", type=int, default=20,
                           help="tasks drawn and adapted at a time (bounds memory; the draw depends on it; default 20)")
     evaluate.add_argument("--inner-steps", type=int, default=None,
-                          help="fine-tuning steps per task (default: the run's --eval-inner-steps)")
-    evaluate.add_argument("--shots", type=int, default=None, help="support examples per class (default: the run's)")
+                          help="fine-tuning steps per task (default: the run's --eval-inner-steps; not for the "
+                               "episodic learners)")
+    evaluate.add_argument("--ways", type=int, default=None,
+                          help="classes per task (default: the run's --ways); another number only for "
+                               "protonet, r2d2 and lrd2")
+    evaluate.add_argument("--shots", type=int, default=None,
+                          help="support examples per class, or context points (default: the run's)")
     evaluate.add_argument("--queries", type=int, default=None, help="query examples per class (default: the run's)")
     evaluate.add_argument("--query-bn", default=None, choices=("transductive", "inductive"),
                           help="batch norm of query sets (default: the run's)")

@@ -9,8 +9,8 @@ import torch
 
 from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.cli import build_parser, main
-from metabook.train_cli import DATA_SETS, config_from_args
-from metabook.training import GRADIENT_ALGORITHMS as ALGORITHMS
+from metabook.train_cli import ALGORITHMS, CLASSIFIERS, DATA_SETS, config_from_args
+from metabook.training import EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS
 
 
 def run(capsys, *argv):
@@ -38,8 +38,11 @@ def test_help_names_every_algorithm_and_data_set_and_explains_every_option(capsy
         assert all(action.help for action in subcommand(name)._actions), f"an option of {name} has no help"
     text = capsys.readouterr().out
     for word in (*ALGORITHMS, *DATA_SETS, "--inner-lr", "--outer-step-size-final", "--resume", "--bf16", "--query-bn",
-                 "Finn et al., 2017", "Nichol et al., 2018", "inner-lr 0.4", "meta-batch 32", "1.96 * std / sqrt"):
-        assert word in text, word
+                 "Finn et al., 2017", "Nichol et al., 2018", "inner-lr 0.4", "meta-batch 32", "1.96 * std / sqrt",
+                 "--train-ways", "Snell et al., 2017", "Bertinetto et al., 2019", "train-ways 60", "no schedule",
+                 "cnp/np, sinusoid", "the book's choice", "validated during training, and tested, at --ways"):
+        assert word in " ".join(text.split()), word  # argparse wraps the option help
+    assert set(EPISODIC_ALGORITHMS) <= set(ALGORITHMS) and set(GRADIENT_ALGORITHMS) <= set(ALGORITHMS)
 
 
 def config_for(*argv):
@@ -62,6 +65,31 @@ def test_left_out_options_take_the_papers_values():
             reptile.outer_step_size, reptile.outer_step_size_final, reptile.steps) == (10, 5, 5, 50, 1.0, 0.0, 100_000)
     sine = config_for("--data", "sinusoid", "--meta-batch", "7")
     assert (sine.loss, sine.shots, sine.inner_lr, sine.eval_inner_steps, sine.meta_batch) == ("mse", 10, 0.01, 10, 7)
+
+
+def test_the_episodic_learners_take_their_papers_values():
+    # Snell et al. (2017), Sec. 3.1: 60-way training episodes, 5 queries per class, Adam 1e-3; tested 5-way.
+    protonet = config_for("--algorithm", "protonet")
+    assert (protonet.ways, protonet.train_ways, protonet.training_ways, protonet.shots, protonet.queries) == (
+        5, 60, 60, 1, 5)
+    assert (protonet.meta_batch, protonet.meta_lr, protonet.inner_steps, protonet.eval_inner_steps) == (1, 1e-3, 0, 0)
+    # Sec. 3.2: mini-ImageNet 30-way for 1-shot, 20-way for 5-shot, 15 queries per class.
+    assert config_for("--algorithm", "protonet", "--data", "mini-imagenet").train_ways == 30
+    five = config_for("--algorithm", "protonet", "--data", "mini-imagenet", "--shots", "5")
+    assert (five.train_ways, five.queries, five.support_shots) == (20, 15, 5)
+    # The R2-D2 authors' scripts: 60-way episodes of 10 images per class on Omniglot, Adam 5e-3.
+    r2d2 = config_for("--algorithm", "r2d2", "--shots", "5")
+    assert (r2d2.train_ways, r2d2.shots, r2d2.queries, r2d2.meta_lr, r2d2.meta_batch) == (60, 5, 5, 5e-3, 1)
+    assert config_for("--algorithm", "r2d2", "--data", "cifar-fs").train_ways == 20
+    assert config_for("--algorithm", "r2d2", "--data", "mini-imagenet", "--train-shots", "3").queries == 12
+    lrd2 = config_for("--algorithm", "lrd2", "--ways", "20")  # 10-way training, but never fewer than tested
+    assert (lrd2.ways, lrd2.train_ways, lrd2.queries) == (20, 20, 19)
+    assert config_for("--algorithm", "protonet", "--train-ways", "7").train_ways == 7
+    # The book's neural-process settings (scripts/full_scale_neural_processes.py).
+    for name in ("cnp", "np"):
+        process = config_for("--algorithm", name, "--data", "sinusoid")
+        assert (process.loss, process.shots, process.train_shots, process.queries, process.meta_batch,
+                process.meta_lr, process.steps) == ("mse", 10, 20, 20, 64, 5e-4, 50_000)
 
 
 def test_train_then_evaluate_on_sinusoids_writes_json_with_the_interval_and_provenance(capsys, tmp_path):
@@ -89,8 +117,9 @@ def test_train_then_evaluate_on_sinusoids_writes_json_with_the_interval_and_prov
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sine.pt", "sine.train.json", "test.json"]
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_every_algorithm_trains_and_evaluates_on_omniglot(capsys, tmp_path, real_mirror, real_cache, algorithm):
+@pytest.mark.parametrize("algorithm", GRADIENT_ALGORITHMS)
+def test_every_gradient_based_algorithm_trains_and_evaluates_on_omniglot(capsys, tmp_path, real_mirror, real_cache,
+                                                                        algorithm):
     folders = ["--cache", real_cache, "--mirror", real_mirror, "--device", "cpu", "--no-progress"]
     checkpoint = tmp_path / f"{algorithm}.pt"
     code, out, err = run(capsys, "train", "--algorithm", algorithm, "--steps", 2, "--meta-batch", 2,
@@ -104,6 +133,77 @@ def test_every_algorithm_trains_and_evaluates_on_omniglot(capsys, tmp_path, real
     assert evaluation["metric"] == "accuracy" and 0 <= evaluation["mean"] <= 1 and evaluation["num_tasks"] == 4
     assert evaluation["query_bn"] == "transductive" and evaluation["shots"] == 1
     assert "95% CI over 4 tasks; batch norm: transductive" in out
+    code, _, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--ways", 20, *folders)
+    assert_one_line_error(code, err, f"this {algorithm} network has a 5-output head: drop --ways")
+
+
+@pytest.mark.parametrize("algorithm", CLASSIFIERS)
+def test_every_episodic_classifier_trains_at_more_ways_and_is_validated_and_tested_at_others(
+        capsys, tmp_path, real_mirror, real_cache, algorithm):
+    folders = ["--cache", real_cache, "--mirror", real_mirror, "--device", "cpu", "--no-progress"]
+    checkpoint = tmp_path / f"{algorithm}.pt"
+    code, out, err = run(capsys, "train", "--algorithm", algorithm, "--train-ways", 8, "--queries", 2, "--steps", 2,
+                         "--validate-every", 2, "--validation-tasks", 3, "--checkpoint", checkpoint, *folders)
+    assert code == 0, err
+    assert "8-way training tasks, validated 5-way" in out
+    trained = json.loads(checkpoint.with_suffix(".train.json").read_text())
+    assert (trained["config"]["ways"], trained["config"]["train_ways"], trained["config"]["meta_batch"]) == (5, 8, 1)
+    assert trained["batch_norm"] == "transductive" and trained["final_validation"]["metric"] == "accuracy"
+
+    # train() validated the 8-way network on 5-way tasks: the same tasks (val split, seed + 1) and weights give
+    # the same score when the checkpoint is rebuilt and evaluated at 5 ways.
+    code, out, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--split", "val", "--seed", 1, "--tasks", 3,
+                         "--output", tmp_path / "val.json", *folders)
+    assert code == 0, err
+    evaluation = json.loads((tmp_path / "val.json").read_text())["evaluation"]
+    assert evaluation["ways"] == 5 and evaluation["inner_steps"] == 0
+    assert evaluation["mean"] == trained["final_validation"]["value"]
+
+    code, out, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--ways", 3, "--tasks", 4,
+                         "--query-bn", "inductive", *folders)
+    assert code == 0, err
+    evaluation = json.loads(checkpoint.with_suffix(".test.json").read_text())["evaluation"]
+    assert evaluation["ways"] == 3 and evaluation["num_tasks"] == 4 and 0 <= evaluation["mean"] <= 1
+    assert evaluation["query_bn"] == "inductive" and "batch norm: inductive" in out
+    code, _, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--inner-steps", 3, *folders)
+    assert_one_line_error(code, err, f"{algorithm} solves each task in one forward pass")
+
+
+def test_train_ways_need_an_episodic_classifier_built_for_them():
+    from metabook.models import ConvNet
+    from metabook.protonets import PrototypicalNetwork
+    from metabook.training import TrainConfig, train
+
+    with pytest.raises(ValueError, match="train_ways=20 needs a positive number and an episodic classifier"):
+        TrainConfig(algorithm="maml", train_ways=20)
+
+    class EightWaySampler:  # train() checks the shapes before it samples anything
+        num_ways, num_shots, num_queries = 8, 1, 1
+
+    config = TrainConfig(algorithm="protonet", ways=5, train_ways=8, queries=1, device="cpu")
+    model = PrototypicalNetwork(ConvNet(None, in_channels=1, filters=4, downsample="stride", image_size=28), ways=5)
+    with pytest.raises(ValueError, match="classifies 5 ways: build the episodic classifier with ways=8"):
+        train(config, model, EightWaySampler())
+
+
+@pytest.mark.parametrize("algorithm", ["cnp", "np"])
+def test_the_neural_processes_train_and_evaluate_on_sinusoids(capsys, tmp_path, algorithm):
+    checkpoint = tmp_path / f"{algorithm}.pt"
+    code, out, err = run(capsys, "train", "--algorithm", algorithm, "--data", "sinusoid", "--steps", 3,
+                         "--meta-batch", 4, "--validate-every", 3, "--validation-tasks", 5, "--checkpoint", checkpoint,
+                         "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    trained = json.loads(checkpoint.with_suffix(".train.json").read_text())
+    assert trained["final_validation"]["metric"] == "mse" and trained["batch_norm"] == "none"
+    assert (trained["config"]["train_shots"], trained["config"]["shots"]) == (20, 10)
+    code, out, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--tasks", 6, "--shots", 5, "--queries", 50,
+                         "--no-progress")
+    assert code == 0, err
+    evaluation = json.loads(checkpoint.with_suffix(".test.json").read_text())["evaluation"]
+    assert evaluation["metric"] == "mse" and evaluation["num_tasks"] == 6 and evaluation["mean"] > 0
+    assert (evaluation["shots"], evaluation["queries"], evaluation["inner_steps"]) == (5, 50, 0)
+    code, _, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--ways", 5)
+    assert_one_line_error(code, err, f"this {algorithm} network has no classes: drop --ways")
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -114,6 +214,16 @@ def test_every_algorithm_trains_and_evaluates_on_omniglot(capsys, tmp_path, real
     (["train", "--outer-step-size", "0.5"], "are Reptile's epsilon; maml takes Adam steps of --meta-lr"),
     (["train", "--data", "sinusoid", "--ways", "5"], "drop --ways"),
     (["train", "--data", "sinusoid", "--steps", "0"], "steps must be at least 1"),
+    (["train", "--algorithm", "cnp"], "cnp is a regression model of sine waves; use --data sinusoid"),
+    (["train", "--algorithm", "protonet", "--data", "sinusoid"], "protonet classifies images; use --data omniglot"),
+    (["train", "--algorithm", "r2d2", "--inner-lr", "0.1", "--first-order"],
+     "r2d2 solves each task in one forward pass, with no inner loop and Adam steps of --meta-lr: "
+     "drop --inner-lr, --first-order"),
+    (["train", "--algorithm", "np", "--data", "sinusoid", "--outer-step-size", "0.5"], "drop --outer-step-size"),
+    (["train", "--algorithm", "protonet", "--eval-inner-steps", "3"], "drop --eval-inner-steps"),
+    (["train", "--algorithm", "maml", "--train-ways", "20"], "--train-ways is for protonet, r2d2, lrd2"),
+    (["train", "--algorithm", "cnp", "--data", "sinusoid", "--train-ways", "3"], "cnp trains and tests at --ways"),
+    (["train", "--algorithm", "mldg"], "mldg learns from source domains, not from the few-shot tasks"),
     (["evaluate", "--checkpoint", "{tmp}/missing.pt"], "no checkpoint at"),
 ])
 def test_bad_requests_fail_with_one_actionable_line(capsys, tmp_path, argv, fragment):
