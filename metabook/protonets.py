@@ -94,8 +94,13 @@ def prototype_logits(query_embeddings: torch.Tensor, centres: torch.Tensor) -> t
 
 
 def _labels_are_readable(labels: torch.Tensor) -> bool:
-    """False under ``torch.func.vmap``, where a tensor's values cannot be read in Python."""
-    return not torch._C._functorch.is_batchedtensor(labels)
+    """False under ``torch.func.vmap``, where a tensor's values cannot be read in Python.
+
+    The test is a private torch function (there is no public one); should a
+    torch release drop it, the checks are skipped rather than the model broken.
+    """
+    is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return is_batched is not None and not is_batched(labels)
 
 
 def _check_labels(support_y: torch.Tensor, query_y: torch.Tensor | None, ways: int) -> None:
