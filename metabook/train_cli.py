@@ -43,11 +43,11 @@ DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
 _MAML = "MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py"
 _REPTILE = ("Reptile (Nichol et al., 2018), App. A / openai/supervised-reptile: inner Adam (beta1 = 0), "
             "lr 0.001, on minibatches; its moments restart with every task here")
-_PROTONET = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes "
-             "in the paper, constant here (TrainConfig has no schedule); one episode per step and 5-way validation "
+_PROTONET = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes; "
+             "one episode per step and 5-way validation "
              "as in jakesnell/prototypical-networks; the paper stops on validation loss, the steps are the book's")
 _R2D2 = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2): Adam lr 5e-3, halved every 2,000 "
-         "episodes there, constant here (TrainConfig has no schedule); one episode per step; their training shots, "
+         "episodes; one episode per step; their training shots, "
          "drawn from 1 to 9, are fixed here; they stop on validation, the steps are the book's")
 _NP = ("the book's choice, as scripts/full_scale_neural_processes.py (the CNP and NP papers have no sine-wave "
        "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks")
@@ -95,20 +95,20 @@ PRESETS = {
              meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
         "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
     ("protonet", "omniglot", ""): (
-        dict(train_ways=60, queries=5, meta_batch=1, meta_lr=1e-3, steps=20_000), _PROTONET),
+        dict(train_ways=60, queries=5, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _PROTONET),
     ("protonet", "mini-imagenet", ""): (
-        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, steps=20_000), _PROTONET),
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _PROTONET),
     ("protonet", "cifar-fs", ""): (
-        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, steps=20_000),
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000),
         "ProtoNets' mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
-    ("r2d2", "omniglot", ""): (dict(train_ways=60, meta_batch=1, meta_lr=5e-3, steps=20_000), _R2D2),
-    ("r2d2", "mini-imagenet", ""): (dict(train_ways=16, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
-    ("r2d2", "cifar-fs", ""): (dict(train_ways=20, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("r2d2", "omniglot", ""): (dict(train_ways=60, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000), _R2D2),
+    ("r2d2", "mini-imagenet", ""): (dict(train_ways=16, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
+    ("r2d2", "cifar-fs", ""): (dict(train_ways=20, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
     ("lrd2", "omniglot", ""): (
-        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=20_000),
+        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000),
         "LR-D2's mini-ImageNet values (the authors' scripts have no LR-D2 Omniglot run); " + _R2D2),
-    ("lrd2", "mini-imagenet", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
-    ("lrd2", "cifar-fs", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, steps=30_000), _R2D2),
+    ("lrd2", "mini-imagenet", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
+    ("lrd2", "cifar-fs", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
     ("np", "sinusoid", ""): (
         dict(shots=10, train_shots=20, queries=20, meta_batch=64, meta_lr=5e-4, steps=50_000), _NP),
 }
@@ -221,8 +221,8 @@ def make_sampler(config: TrainConfig, split: str, seed: int, device, cache=None,
 
 # Options whose default comes from PRESETS (argparse default None = "not given").
 _PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
-                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "steps", "outer_step_size",
-                   "outer_step_size_final")
+                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "meta_lr_halving_every",
+                   "steps", "outer_step_size", "outer_step_size_final")
 # What a gradient-based learner's inner and outer loops take, and an episodic learner has no use for.
 _LOOP_OPTIONS = ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps",
                  "first_order", "outer_step_size", "outer_step_size_final")
@@ -256,8 +256,9 @@ def _check_request(args) -> None:
                         f"{algorithm} trains and tests at --ways")
     if algorithm == "reptile" and args.first_order:
         raise UserError("Reptile never differentiates through its inner loop; drop --first-order")
-    if algorithm == "reptile" and args.meta_lr is not None:
-        raise UserError("Reptile's outer step is --outer-step-size (epsilon), not --meta-lr")
+    if algorithm == "reptile" and (args.meta_lr is not None or args.meta_lr_halving_every is not None):
+        raise UserError("Reptile's outer step is --outer-step-size (epsilon, annealed with --outer-step-size-final), "
+                        "not --meta-lr or --meta-lr-halving-every")
     if algorithm in GRADIENT_ALGORITHMS and algorithm != "reptile" and (
             args.outer_step_size is not None or args.outer_step_size_final is not None):
         raise UserError(f"--outer-step-size and --outer-step-size-final are Reptile's epsilon; "
@@ -486,6 +487,9 @@ def add_parser(subparsers) -> None:
                             "or the whole support set")
     train.add_argument("--eval-inner-steps", type=int, default=None,
                        help="SGD steps on the support set at validation and test time")
+    train.add_argument("--meta-lr-halving-every", type=int, default=None, metavar="STEPS",
+                       help="halve --meta-lr every STEPS steps (ProtoNets and R2-D2: 2000); default: the paper's, "
+                            "or a constant rate")
     train.add_argument("--meta-lr", type=float, default=None,
                        help="Adam's learning rate beta for the meta-update, or for the episodic learners' "
                             "episode loss (not for Reptile)")

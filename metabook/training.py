@@ -84,6 +84,7 @@ __all__ = [
     "SinusoidSampler",
     "inner_loop",
     "make_optimizer",
+    "outer_learning_rate",
     "reptile_step_size",
     "meta_step",
     "train",
@@ -124,7 +125,10 @@ class TrainConfig:
     during training; ``eval_inner_steps``: its steps at validation and test
     time (same α). ``inner_optimizer``: ``"sgd"``, or ``"adam"`` (β1 = 0, as in
     Reptile's experiments); ``inner_batch_size``: support examples per inner
-    step (``None``: all), see :class:`metabook.inner_loop.InnerLoop`. ``meta_lr``: Adam's learning rate β (MAML family).
+    step (``None``: all), see :class:`metabook.inner_loop.InnerLoop`.
+    ``meta_lr``: Adam's learning rate β (every algorithm but Reptile);
+    ``meta_lr_halving_every``: halve it every that many steps, as the code of
+    Prototypical Networks and R2-D2 does every 2,000 episodes (``None``: constant).
     ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
     linearly to this value over ``steps`` (``None``: constant ε).
     ``steps``: meta-steps. ``query_bn``: ``"transductive"`` or
@@ -160,6 +164,7 @@ class TrainConfig:
     inner_batch_size: int | None = None
     eval_inner_steps: int = 3
     meta_lr: float = 1e-3
+    meta_lr_halving_every: int | None = None
     steps: int = 60_000
     first_order: bool = False
     head_only: bool = False
@@ -192,6 +197,9 @@ class TrainConfig:
         for name in ("inner_steps", "eval_inner_steps", "validate_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.meta_lr_halving_every is not None and self.meta_lr_halving_every < 1:
+            raise ValueError(f"meta_lr_halving_every must be at least 1 (or None: a constant rate), "
+                             f"got {self.meta_lr_halving_every}")
         if self.train_shots is not None and self.train_shots < 1:
             raise ValueError(f"train_shots must be at least 1 (or None: shots), got {self.train_shots}")
         if self.train_ways is not None and (self.train_ways < 1 or self.algorithm not in EPISODIC_ALGORITHMS):
@@ -307,6 +315,20 @@ def make_optimizer(config: TrainConfig, params: Params, lrs: Params | None) -> t
     return torch.optim.Adam([*params.values(), *(lrs or {}).values()], lr=config.meta_lr)
 
 
+def outer_learning_rate(config: TrainConfig, step: int) -> float:
+    """The outer optimizer's learning rate at ``step`` (0-based): Reptile's ε, or Adam's β.
+
+    β is ``meta_lr``, halved every ``meta_lr_halving_every`` steps when that is
+    set. A function of the step alone, so a resumed run continues the schedule
+    exactly.
+    """
+    if config.algorithm == "reptile":
+        return reptile_step_size(config, step)
+    if config.meta_lr_halving_every is None:
+        return config.meta_lr
+    return config.meta_lr * 0.5 ** (step // config.meta_lr_halving_every)
+
+
 def reptile_step_size(config: TrainConfig, step: int) -> float:
     """Reptile's ε at ``step`` (0-based): constant, or annealed linearly to ``outer_step_size_final``.
 
@@ -334,11 +356,11 @@ def meta_step(
     training does not wait for the GPU at every step.
     """
     inner = inner_loop(config)
+    for group in optimizer.param_groups:
+        group["lr"] = outer_learning_rate(config, step)
     # bf16 autocast only on CUDA; train() has warned if it was asked for elsewhere.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and tasks.support_x.is_cuda):
         if config.algorithm == "reptile":
-            for group in optimizer.param_groups:
-                group["lr"] = reptile_step_size(config, step)
             direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
             loss = accuracy = None
         elif config.algorithm in DOMAIN_ALGORITHMS:

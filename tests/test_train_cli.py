@@ -39,7 +39,8 @@ def test_help_names_every_algorithm_and_data_set_and_explains_every_option(capsy
     text = capsys.readouterr().out
     for word in (*ALGORITHMS, *DATA_SETS, "--inner-lr", "--outer-step-size-final", "--resume", "--bf16", "--query-bn",
                  "Finn et al., 2017", "Nichol et al., 2018", "inner-lr 0.4", "meta-batch 32", "1.96 * std / sqrt",
-                 "--train-ways", "Snell et al., 2017", "Bertinetto et al., 2019", "train-ways 60", "no schedule",
+                 "--train-ways", "Snell et al., 2017", "Bertinetto et al., 2019", "train-ways 60",
+                 "halved every 2,000 episodes", "--meta-lr-halving-every",
                  "cnp/np, sinusoid", "the book's choice", "validated during training, and tested, at --ways"):
         assert word in " ".join(text.split()), word  # argparse wraps the option help
     assert set(EPISODIC_ALGORITHMS) <= set(ALGORITHMS) and set(GRADIENT_ALGORITHMS) <= set(ALGORITHMS)
@@ -274,3 +275,12 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_pa
     assert run["config"]["inner_lr"] == 0.4 and run["config"]["steps"] == 3 and "98.7" in run["paper"]
     assert run["provenance"]["torch"] == torch.__version__ and run["training_wall_time_s"] > 0
     assert (tmp_path / "checkpoints" / "maml-5way-1shot.pt").is_file()
+
+
+def test_protonet_and_r2d2_presets_halve_the_learning_rate_like_their_papers_code():
+    from metabook.train_cli import paper_defaults
+
+    for algorithm in ("protonet", "r2d2"):
+        values, source = paper_defaults(algorithm, "omniglot", 5, 1)
+        assert values["meta_lr_halving_every"] == 2_000 and "halved every 2,000 episodes" in source
+    assert "meta_lr_halving_every" not in paper_defaults("maml", "omniglot", 5, 1)[0]

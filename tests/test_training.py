@@ -267,3 +267,22 @@ def test_the_curve_records_training_time_that_grows_and_survives_a_resume(tmp_pa
     times = [p.training_s for p in resumed.curve]
     assert times[:2] == saved and len(times) == 3
     assert all(t > 0 for t in times) and times == sorted(times)
+
+
+def test_the_meta_learning_rate_halves_on_schedule_and_adam_uses_it():
+    from metabook.training import make_optimizer, meta_step, outer_learning_rate
+
+    config = tiny_config(algorithm="protonet", meta_lr=0.01, meta_lr_halving_every=2)
+    assert [outer_learning_rate(config, t) for t in range(5)] == [0.01, 0.01, 0.005, 0.005, 0.0025]
+    assert outer_learning_rate(replace(config, meta_lr_halving_every=None), 99) == 0.01
+    assert outer_learning_rate(tiny_config(algorithm="reptile", outer_step_size=1.0), 3) == 1.0
+    with pytest.raises(ValueError, match="meta_lr_halving_every"):
+        tiny_config(meta_lr_halving_every=0)
+
+    # What the optimizer really stepped with at step 4: MAML's update there is Adam's at a quarter of the rate.
+    maml = tiny_config(algorithm="maml", meta_lr=0.01, meta_lr_halving_every=2)
+    model, data = tiny_convnet(), tiny_images()
+    params = parameters_of(model)
+    optimizer = make_optimizer(maml, params, None)
+    meta_step(maml, model, params, None, optimizer, NWayKShotSampler(data, WAYS, 1, 2, seed=3).sample(2), step=4)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.0025]
