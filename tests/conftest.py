@@ -1,7 +1,9 @@
 """Shared test settings: where the book is, and where the data mirror is."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def load_script(monkeypatch):
+    """``load_script("full_scale_x")``: import ``scripts/full_scale_x.py`` as a module, as running it would.
+
+    Registered in ``sys.modules`` (dataclasses look their module up there) and
+    with ``scripts/`` on the path (the scripts import ``full_scale_common``),
+    both undone after the test.
+    """
+
+    def load(name: str):
+        monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def ci_requires(what: str) -> bool:

@@ -28,17 +28,11 @@ def test_joint_training_refuses_an_empty_run():
         joint_training(sinusoid_mlp(), SinusoidSampler(10, 10), steps=0, tasks_per_step=5)
 
 
-def test_the_full_scale_sine_wave_script_runs_in_smoke_mode(monkeypatch, tmp_path, repo_root):
+def test_the_full_scale_sine_wave_script_runs_in_smoke_mode(tmp_path, load_script):
     """scripts/full_scale_sinusoid.py --smoke: MAML and joint training, 3 steps, scored after 0-10 steps."""
-    import importlib.util
     import json
-    import sys
 
-    monkeypatch.syspath_prepend(str(repo_root / "scripts"))
-    spec = importlib.util.spec_from_file_location("full_scale_sinusoid", repo_root / "scripts/full_scale_sinusoid.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)
-    spec.loader.exec_module(script)
+    script = load_script("full_scale_sinusoid")
     output = tmp_path / "maml_sinusoid.json"
     assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress", "--test-tasks", "4"]) == 0
     results = json.loads(output.read_text())

@@ -1,7 +1,5 @@
 """MLDG and its ERM baseline: special cases, finite differences, the first-order expansion, domain batches, training."""
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 
 import pytest
@@ -259,15 +257,11 @@ def test_training_refuses_mismatched_algorithms_and_samplers():
         replace(TrainConfig(algorithm="mldg"), mldg_beta=-1.0)
 
 
-def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_path, real_mirror, real_cache,
-                                                             repo_root):
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirror, real_cache, load_script):
     """scripts/full_scale_mldg.py --smoke: the GPU script's whole pipeline, 3 steps per run, on the CPU."""
     if not (real_mirror / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
         skip_without(f"no MNIST test set in the mirror {real_mirror}")
-    spec = importlib.util.spec_from_file_location("full_scale_mldg", repo_root / "scripts/full_scale_mldg.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)
-    spec.loader.exec_module(script)
+    script = load_script("full_scale_mldg")
     output = tmp_path / "mldg.json"
     arguments = ["--smoke", "--held-out", "75", "--output", str(output), "--device", "cpu", "--cache", str(real_cache),
                  "--mirror", str(real_mirror), "--no-progress"]

@@ -198,17 +198,11 @@ def test_interval_coverage_counts_points_inside_two_standard_deviations():
         torch.testing.assert_close(coverage[t].double(), expected)
 
 
-def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_path, repo_root):
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_script):
     """scripts/full_scale_neural_processes.py --smoke: the GPU script's whole pipeline, 3 steps, on the CPU."""
-    import importlib.util
     import json
-    import sys
 
-    spec = importlib.util.spec_from_file_location("full_scale_neural_processes",
-                                                  repo_root / "scripts/full_scale_neural_processes.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)
-    spec.loader.exec_module(script)
+    script = load_script("full_scale_neural_processes")
     output = tmp_path / "neural_processes.json"
     assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress", "--test-tasks", "4"]) == 0
     results = json.loads(output.read_text())

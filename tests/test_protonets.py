@@ -1,7 +1,5 @@
 """Prototypical Networks (metabook.protonets), each piece against an independent computation."""
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
@@ -228,12 +226,9 @@ def fake_runs(image_size=28, cache=None, mirror=None):
     return [OneShotRun(f"run{r:02d}", images[r], images[r].flip(0), torch.arange(19, -1, -1)) for r in range(2)]
 
 
-def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_path, repo_root):
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_path, load_script):
     """scripts/full_scale_protonets.py --smoke: the GPU script's whole pipeline, 3 episodes, on the CPU."""
-    spec = importlib.util.spec_from_file_location("full_scale_protonets", repo_root / "scripts/full_scale_protonets.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("full_scale_protonets")
     monkeypatch.setattr(script, "load_omniglot", fake_omniglot)
     monkeypatch.setattr(script, "load_omniglot_runs", fake_runs)
     output = tmp_path / "protonets.json"

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.data.classes import ClassImages
 from metabook.data.samplers import NWayKShotSampler
 from metabook.episodic import episode_gradient
@@ -241,3 +242,18 @@ def test_training_improves_held_out_tasks(algorithm):
     assert after.mean > before.mean + 0.1 and after.mean - after.ci95 > 1 / WAYS
     assert after.query_bn == "transductive" and after.inner_steps == 0
     assert result.curve[-1].meta_loss < result.curve[0].meta_loss
+
+
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirror, real_cache, load_script):
+    """scripts/full_scale_closed_form.py --smoke: every run's pipeline (CIFAR-FS on a format fixture), on the CPU."""
+    import json
+
+    script = load_script("full_scale_closed_form")
+    output = tmp_path / "r2d2.json"
+    assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress",
+                        "--cache", str(real_cache), "--mirror", str(real_mirror)]) == 0
+    results = json.loads(output.read_text())
+    assert results["smoke"] is True and set(results["runs"]) == {run.name for run in script.RUNS}
+    for run in results["runs"].values():
+        assert run["test"]["metric"] == "accuracy" and run["test"] == run["tests"]["transductive"]
+        assert run["provenance"]["torch"] == torch.__version__

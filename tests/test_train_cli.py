@@ -1,8 +1,6 @@
 """``python -m metabook train|evaluate``, driven in-process: help, paper defaults, JSON results, one-line errors."""
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -260,13 +258,9 @@ def test_an_existing_run_is_resumed_only_when_asked_and_only_with_the_same_optio
     assert json.loads((tmp_path / "s.train.json").read_text())["resumed_from"] == 4
 
 
-def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_path, real_mirror, real_cache,
-                                                             repo_root):
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirror, real_cache, load_script):
     """scripts/full_scale_gradient.py --smoke: the GPU script's whole pipeline, 3 meta-steps, on the CPU."""
-    spec = importlib.util.spec_from_file_location("full_scale_gradient", repo_root / "scripts/full_scale_gradient.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("full_scale_gradient")
     output = tmp_path / "gradient_based.json"
     assert script.main(["--smoke", "--runs", "maml-5way-1shot", "--output", str(output), "--device", "cpu",
                         "--cache", str(real_cache), "--mirror", str(real_mirror), "--no-progress"]) == 0
