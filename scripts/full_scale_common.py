@@ -70,7 +70,8 @@ class Script:
     and with ``--smoke`` (``None``: no such option). ``data``: whether it
     loads data sets (``--cache``, ``--mirror``); ``bf16``, ``seed``: whether
     it has those options. ``cpu_time``: how long its full runs would take on a
-    CPU, for the warning.
+    CPU, for the warning a script that needs a GPU gives without one
+    (``needs_gpu=False``: none).
     """
 
     file: str  # the script's __file__
@@ -84,6 +85,7 @@ class Script:
     bf16: bool = True
     seed: bool = True
     cpu_time: str = "days"
+    needs_gpu: bool = True
 
     @property
     def name(self) -> str:
@@ -133,7 +135,7 @@ def settle(args: argparse.Namespace, script: Script) -> torch.device:
     if script.test_tasks:
         args.test_tasks = args.test_tasks or script.test_tasks[args.smoke]
     device = pick_device(args.device)
-    if device.type != "cuda" and not args.smoke:
+    if device.type != "cuda" and not args.smoke and script.needs_gpu:
         print(f"warning: no GPU; the full-scale runs would take {script.cpu_time} on a CPU "
               "(use --smoke to test the script)", file=sys.stderr)
     return device

@@ -52,8 +52,8 @@ PAPER = {
     "maml": "0.35 after 10 steps; 0.67 and 0.38 after 1 and 5 (Finn et al., 2017, appendix, as quoted in book/maml.ipynb)",
     "pretrained": "2.19 after 10 steps; 2.41 and 2.23 after 1 and 5 (Finn et al., 2017, appendix, step 0.02)",
 }
-SCRIPT = Script(__file__, __doc__, "maml_sinusoid.json", runs=RUNS, data=False, bf16=False, cpu_time="minutes",
-                smoke="3 steps and 10 test tasks per run")
+SCRIPT = Script(__file__, __doc__, "maml_sinusoid.json", runs=RUNS, data=False, bf16=False,
+                needs_gpu=False, smoke="3 steps and 10 test tasks per run")
 
 
 def adaptation_scores(model, args) -> dict:
