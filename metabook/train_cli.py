@@ -52,6 +52,13 @@ _R2D2 = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2):
 _NP = ("the book's choice, as scripts/full_scale_neural_processes.py (the CNP and NP papers have no sine-wave "
        "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks")
 
+# The mini-ImageNet values, which CIFAR-FS borrows (neither paper has a CIFAR-FS experiment).
+_MAML_MINI_IMAGENET = dict(inner_lr=0.01, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3,
+                           steps=60_000, queries=15)
+_REPTILE_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
+                              inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
+                              outer_step_size_final=0.0, steps=100_000)
+
 # The paper values of each setting: (algorithm family, data set, setting) -> (TrainConfig fields, source).
 # "maml" stands for maml, fomaml, anil and metasgd (ANIL and Meta-SGD are run with MAML's values here),
 # "np" for cnp and np. Some values depend on the shots and ways and are filled in by paper_defaults:
@@ -64,12 +71,9 @@ PRESETS = {
         dict(inner_lr=0.4, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _MAML),
     ("maml", "omniglot", "20-way"): (
         dict(inner_lr=0.1, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _MAML),
-    ("maml", "mini-imagenet", ""): (
-        dict(inner_lr=0.01, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3, steps=60_000,
-             queries=15), _MAML),
+    ("maml", "mini-imagenet", ""): (_MAML_MINI_IMAGENET, _MAML),
     ("maml", "cifar-fs", ""): (
-        dict(inner_lr=0.01, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3, steps=60_000,
-             queries=15), "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),
+        _MAML_MINI_IMAGENET, "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),
     ("maml", "sinusoid", ""): (
         dict(shots=10, queries=10, inner_lr=0.01, inner_steps=1, eval_inner_steps=10, meta_batch=25,
              meta_lr=1e-3, steps=70_000), "MAML Sec. 5.1 (alpha 0.01, K = 10); batch 25, 10 test steps from main.py"),
@@ -81,15 +85,9 @@ PRESETS = {
         dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=10, inner_batch_size=20,
              eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _REPTILE),
-    ("reptile", "mini-imagenet", ""): (
-        dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8, inner_batch_size=10,
-             eval_inner_steps=50, meta_batch=5,
-             outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _REPTILE),
+    ("reptile", "mini-imagenet", ""): (_REPTILE_MINI_IMAGENET, _REPTILE),
     ("reptile", "cifar-fs", ""): (
-        dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8, inner_batch_size=10,
-             eval_inner_steps=50, meta_batch=5,
-             outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000),
-        "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
+        _REPTILE_MINI_IMAGENET, "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
     ("reptile", "sinusoid", ""): (
         dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
              meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),

@@ -1,4 +1,4 @@
-"""Small networks and random tasks shared by the inner-loop, MAML and Reptile tests."""
+"""Small networks, random tasks and checks shared by the tests of the meta-learners."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -26,3 +26,17 @@ def random_tasks(num_tasks: int, shots: int = 2, queries: int = 3, seed: int = 1
         query_x=torch.randn(num_tasks, WAYS * queries, 1, 8, 8, generator=g, dtype=torch.float64),
         query_y=labels(queries),
     )
+
+
+def loop_and_vmap_episode_gradients(model, tasks, rtol: float = 1e-10):
+    """An episodic learner's meta-gradient by both strategies, checked equal (gradients and outputs); both returned."""
+    from metabook.episodic import episode_gradient
+    from metabook.inner_loop import parameters_of
+
+    params = parameters_of(model)
+    loop = episode_gradient(model, params, tasks, "loop")
+    vmap = episode_gradient(model, params, tasks, "vmap")
+    for name in params:
+        torch.testing.assert_close(vmap.params[name], loop.params[name], rtol=rtol, atol=1e-12)
+    torch.testing.assert_close(vmap.outputs, loop.outputs, rtol=rtol, atol=1e-12)
+    return loop, vmap

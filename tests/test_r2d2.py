@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
+from meta_fixtures import loop_and_vmap_episode_gradients
 from metabook.data.classes import ClassImages
 from metabook.data.samplers import NWayKShotSampler
-from metabook.episodic import episode_gradient
 from metabook.evaluation import evaluate
 from metabook.inner_loop import parameters_of
 from metabook.models import ConvNet
@@ -136,11 +136,7 @@ def test_gradients_through_newton_steps_match_finite_differences():
 def test_episode_gradient_vmap_equals_loop_and_finite_differences(make):
     model, batch = make().double(), tasks()
     params = parameters_of(model)
-    loop = episode_gradient(model, params, batch, "loop")
-    vmap = episode_gradient(model, params, batch, "vmap")
-    for name in params:
-        torch.testing.assert_close(vmap.params[name], loop.params[name], rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(vmap.outputs, loop.outputs, rtol=1e-9, atol=1e-12)
+    loop, vmap = loop_and_vmap_episode_gradients(model, batch, rtol=1e-9)
     assert loop.outputs.shape == (3, WAYS * 3, WAYS)
 
     # Finite differences of one episode's loss, w.r.t. λ, the head's scale and the first convolution.
