@@ -15,8 +15,9 @@ For each configuration (MAML's Omniglot and mini-ImageNet networks, 5-way
 3. prints ratios: speed-up over the per-task loop, and cost relative to the
    floor, one plain forward and backward pass over the same images.
 
-Implementations: metabook's ``meta_gradient`` with each strategy (the default
-for the device is marked); the per-task loop with plain autograd and
+Implementations: metabook's ``meta_gradient`` with each strategy (``loop``,
+``vmap``, and ``stacked``: the tasks side by side as grouped convolutions,
+:mod:`metabook.stacked`; the default for the device is marked); the per-task loop with plain autograd and
 ``create_graph`` (the strategy of learn2learn and higher); ``higher`` itself
 when installed (``pip install higher==0.2.1``; never a dependency); the floor.
 
@@ -102,7 +103,7 @@ def implementations(device: torch.device) -> dict[str, Callable | None]:
         f"metabook {s}" + (" (default)" if s == default else ""): (
             lambda model, params, tasks, inner, s=s: maml.meta_gradient(model, params, tasks, inner, strategy=s).params
         )
-        for s in ("loop", "vmap")
+        for s in ("loop", "vmap", "stacked")
     }
     impls["per-task autograd loop"] = maml.meta_gradient_reference
     try:

@@ -44,6 +44,7 @@ from torch.func import functional_call
 from torch.utils import _pytree as pytree
 
 from metabook.models import is_head
+from metabook.stacked import stack_tasks
 
 __all__ = [
     "Params",
@@ -57,6 +58,7 @@ __all__ = [
     "adapt",
     "over_tasks",
     "pick_strategy",
+    "stacked_network",
     "task_tensors",
     "parameters_of",
     "set_gradients",
@@ -64,7 +66,7 @@ __all__ = [
 
 Params = dict[str, torch.Tensor]
 QUERY_BN_MODES = ("transductive", "inductive")
-STRATEGIES = ("auto", "loop", "vmap")
+STRATEGIES = ("auto", "loop", "vmap", "stacked")
 INNER_OPTIMIZERS = ("sgd", "adam")
 ADAM_BETA2, ADAM_EPS = 0.999, 1e-8  # TensorFlow's and PyTorch's defaults, which Reptile's code kept
 
@@ -236,7 +238,8 @@ def predict(
     if query_bn == "inductive":
         num_support = support_x.shape[0]
         both = torch.cat([support_x, query_x])
-        return functional_call(model, params, (both,), {"stats_rows": num_support})[num_support:]
+        # The query rows, along the examples' dimension: -2 of [S+Q, K] and of the stacked [T, S+Q, K].
+        return functional_call(model, params, (both,), {"stats_rows": num_support})[..., num_support:, :]
     raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {query_bn!r}")
 
 
@@ -259,7 +262,7 @@ def adapt_task(
 
 
 # How each strategy takes gradients: torch.autograd.grad cannot run under vmap.
-DIFFERENTIATE = {"loop": autograd_gradient, "vmap": func_gradient}
+DIFFERENTIATE = {"loop": autograd_gradient, "vmap": func_gradient, "stacked": autograd_gradient}
 
 
 def pick_strategy(device: torch.device | str) -> str:
@@ -279,12 +282,21 @@ def over_tasks(per_task: Callable, shared: tuple, batched: tuple, strategy: str)
 
     ``batched``: tensors whose first dimension is the task, ``[T, ...]``;
     ``task_t`` takes row t of each. ``shared`` (parameters, options) is the
-    same for every task. Both strategies run the very same ``per_task``:
-    ``"loop"`` calls it T times, ``"vmap"`` once, batched over the tasks.
+    same for every task. Every strategy runs the very same ``per_task``:
+    ``"loop"`` calls it T times, ``"vmap"`` once, batched over the tasks, and
+    ``"stacked"`` once, on T copies of the network side by side: there
+    ``per_task`` must be built on :func:`stacked_network`'s network and inner
+    loop, and it receives every shared tensor copied per task ``[T, ...]`` and
+    the batched tensors examples first ``[N, T, ...]`` (:mod:`metabook.stacked`).
     ``DIFFERENTIATE[strategy]`` is how ``per_task`` should take gradients.
     Every task's results are kept until the end (for a meta-gradient: T
     copies of the parameters' size).
     """
+    if strategy == "stacked":
+        num_tasks = batched[0].shape[0]
+        copies = pytree.tree_map(
+            lambda s: s.expand(num_tasks, *s.shape).contiguous() if isinstance(s, torch.Tensor) else s, shared)
+        return per_task(*copies, *(b.transpose(0, 1) for b in batched))
     if strategy == "vmap":
         in_dims = (None,) * len(shared) + (0,) * len(batched)
         # "different": a learner that samples (a neural process's latent) draws independently per task.
@@ -293,13 +305,27 @@ def over_tasks(per_task: Callable, shared: tuple, batched: tuple, strategy: str)
         results = [per_task(*shared, *(b[t] for b in batched)) for t in range(batched[0].shape[0])]
         leaves, spec = zip(*(pytree.tree_flatten(r) for r in results))
         return pytree.tree_unflatten([torch.stack(column) for column in zip(*leaves)], spec[0])
-    raise ValueError(f"strategy must be 'loop' or 'vmap' (or 'auto'), got {strategy!r}")
+    raise ValueError(f"strategy must be 'loop', 'vmap' or 'stacked' (or 'auto'), got {strategy!r}")
 
 
-def resolve_strategy(strategy: str, device: torch.device) -> str:
+def resolve_strategy(strategy: str, device: torch.device, stacks: bool = False) -> str:
+    """``strategy``, or the device's default for ``"auto"``. ``stacks``: whether the caller supports ``"stacked"``."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "stacked" and not stacks:
+        raise ValueError("strategy 'stacked' runs the inner-loop methods (MAML, first-order MAML, ANIL, Meta-SGD, "
+                         "Reptile); use 'loop' or 'vmap' here")
     return pick_strategy(device) if strategy == "auto" else strategy
+
+
+def stacked_network(strategy: str, model: nn.Module, inner: InnerLoop) -> tuple[nn.Module, InnerLoop]:
+    """The network and inner loop that ``per_task`` runs with under ``strategy``.
+
+    ``"stacked"``: T copies of ``model`` side by side and the loss summed
+    over tasks (:func:`metabook.stacked.stack_tasks`); any other strategy:
+    ``model`` and ``inner`` themselves.
+    """
+    return stack_tasks(model, inner) if strategy == "stacked" else (model, inner)
 
 
 # ── Evaluation: adapt to every task, predict its queries ─────────────────────
@@ -339,13 +365,13 @@ def adapt(
     params = {name: p.detach() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
     support_x, support_y, query_x, query_y = task_tensors(tasks)
-    strategy = resolve_strategy(strategy, support_x.device)
+    strategy = resolve_strategy(strategy, support_x.device, stacks=True)
     # No outer derivative here, so the steps need no graph of their own gradients.
-    steps_only = replace(inner, first_order=True)
+    network, steps_only = stacked_network(strategy, model, replace(inner, first_order=True))
     differentiate = DIFFERENTIATE[strategy]
     with torch.no_grad():  # the inner steps still differentiate; nothing else is recorded
         outputs = over_tasks(
-            lambda *args: adapt_task(model, steps_only, differentiate, *args),
+            lambda *args: adapt_task(network, steps_only, differentiate, *args),
             (params, rates),
             (support_x, support_y, query_x),
             strategy,

@@ -22,8 +22,9 @@ tasks of the meta-batch, as in MAML's reference code. Options of the same code
 
 One task's meta-gradient is :func:`task_meta_gradient`; :func:`meta_gradient`
 runs it for every task of a batch, in a Python loop (differentiating with
-torch.autograd) or batched with ``torch.func.vmap`` (differentiating with
-torch.func), and averages.
+torch.autograd), batched with ``torch.func.vmap`` (differentiating with
+torch.func), or once on every task's copy of the network side by side
+(:mod:`metabook.stacked`, differentiating with torch.autograd), and averages.
 
 A trap with vmap and batch norm. The textbook torch.func form takes the outer
 gradient *outside* vmap, ``grad(lambda θ: vmap(task_query_loss)(θ, ...).mean())``
@@ -56,6 +57,7 @@ from metabook.inner_loop import (
     predict,
     query_metrics,
     resolve_strategy,
+    stacked_network,
     task_tensors,
 )
 
@@ -129,8 +131,8 @@ def meta_gradient(
 
     ``tasks``: a ``TaskBatch``, ``SinusoidTasks`` or any object with
     ``support_x [T, S, ...]``, ``support_y [T, S]``, ``query_x [T, Q, ...]``,
-    ``query_y [T, Q]``. ``strategy``: ``"loop"``, ``"vmap"`` or ``"auto"``
-    (vmap on a GPU, the loop on the CPU). Use it with any optimizer::
+    ``query_y [T, Q]``. ``strategy``: ``"loop"``, ``"vmap"``, ``"stacked"``
+    (MAML's ConvNet only) or ``"auto"`` (vmap on a GPU, the loop on the CPU). Use it with any optimizer::
 
         g = meta_gradient(model, params, tasks, inner)
         set_gradients(params, g.params)  # metabook.inner_loop.set_gradients
@@ -140,11 +142,12 @@ def meta_gradient(
     params = {name: p.detach() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
     support_x, support_y, query_x, query_y = task_tensors(tasks)
-    strategy = resolve_strategy(strategy, support_x.device)
+    strategy = resolve_strategy(strategy, support_x.device, stacks=True)
     differentiate = DIFFERENTIATE[strategy]
+    network, task_inner = stacked_network(strategy, model, inner)
     # Each task's gradient is taken inside vmap, never grad of vmap's mean: see the module docstring.
     grads, lr_grads, _, outputs = over_tasks(
-        lambda *args: task_meta_gradient(model, inner, differentiate, *args),
+        lambda *args: task_meta_gradient(network, task_inner, differentiate, *args),
         (params, rates),
         (support_x, support_y, query_x, query_y),
         strategy,

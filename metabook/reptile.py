@@ -37,6 +37,7 @@ from metabook.inner_loop import (
     fine_tune,
     over_tasks,
     resolve_strategy,
+    stacked_network,
 )
 
 __all__ = ["ReptileStep", "task_weights", "reptile_direction", "adapt", "Adaptation"]
@@ -80,12 +81,12 @@ def reptile_direction(
         optimizer.step()                       # φ ← φ + ε (mean_i W_i − φ)
     """
     params = {name: p.detach() for name, p in params.items()}
-    strategy = resolve_strategy(strategy, tasks.support_x.device)
+    strategy = resolve_strategy(strategy, tasks.support_x.device, stacks=True)
     # No derivative flows through Reptile's inner steps: they are first order by definition.
-    sgd_steps = replace(inner, first_order=True)
+    network, sgd_steps = stacked_network(strategy, model, replace(inner, first_order=True))
     differentiate = DIFFERENTIATE[strategy]
     weights = over_tasks(
-        lambda *args: task_weights(model, sgd_steps, differentiate, *args),
+        lambda *args: task_weights(network, sgd_steps, differentiate, *args),
         (params,),
         (tasks.support_x, tasks.support_y),
         strategy,

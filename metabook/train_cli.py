@@ -519,8 +519,9 @@ def add_parser(subparsers) -> None:
                        help="seeds the initialization and the training (seed) and validation (seed + 1) tasks")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast for the meta-gradient on CUDA (ignored with a warning on the CPU)")
-    train.add_argument("--strategy", default="auto", choices=("auto", "loop", "vmap"),
-                       help="run a meta-batch's tasks in a Python loop or batched with vmap "
+    train.add_argument("--strategy", default="auto", choices=("auto", "loop", "vmap", "stacked"),
+                       help="run a meta-batch's tasks in a Python loop, batched with vmap, or (MAML's ConvNet with "
+                            "MAML, FOMAML, ANIL, Meta-SGD or Reptile) stacked side by side as grouped convolutions "
                             "(default auto: vmap on a GPU, loop on the CPU)")
     _data_options(train)
     train.set_defaults(run=_run_train, device="auto")

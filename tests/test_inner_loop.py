@@ -135,15 +135,16 @@ def test_strategy_follows_the_device():
 
 
 @pytest.mark.parametrize("query_bn", ["transductive", "inductive"])
-def test_loop_and_vmap_adapt_alike(query_bn):
+@pytest.mark.parametrize("strategy", ["vmap", "stacked"])
+def test_every_strategy_adapts_as_the_loop(strategy, query_bn):
     model, tasks = tiny_convnet(), random_tasks(3)
     inner = InnerLoop(steps=2, query_bn=query_bn)
     loop = adapt(model, parameters_of(model), tasks, inner, strategy="loop")
-    vmap = adapt(model, parameters_of(model), tasks, inner, strategy="vmap")
-    assert (loop.strategy, vmap.strategy, loop.query_bn, vmap.query_bn) == ("loop", "vmap", query_bn, query_bn)
-    assert loop.query_outputs.shape == (3, WAYS * 3, WAYS)
-    torch.testing.assert_close(loop.query_outputs, vmap.query_outputs)
-    torch.testing.assert_close(loop.query_accuracy, vmap.query_accuracy)
+    other = adapt(model, parameters_of(model), tasks, inner, strategy=strategy)
+    assert (loop.strategy, other.strategy, loop.query_bn, other.query_bn) == ("loop", strategy, query_bn, query_bn)
+    assert loop.query_outputs.shape == other.query_outputs.shape == (3, WAYS * 3, WAYS)
+    torch.testing.assert_close(loop.query_outputs, other.query_outputs)
+    torch.testing.assert_close(loop.query_accuracy, other.query_accuracy)
     assert not loop.query_outputs.requires_grad
     assert adapt(model, parameters_of(model), tasks, inner).strategy == "loop"  # "auto" on the CPU
 

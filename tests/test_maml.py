@@ -1,7 +1,7 @@
 """MAML, first-order MAML, ANIL and Meta-SGD: meta-gradients checked, not assumed.
 
 * against central finite differences of the meta-loss (float64, batch norm in the network);
-* the loop and vmap strategies against the textbook per-task autograd loop;
+* the loop, vmap and stacked strategies against the textbook per-task autograd loop;
 * first-order MAML against MAML with the second-order term removed by hand;
 * ANIL's body and Meta-SGD's learning rates receive the right meta-gradients;
 * the vmap + batch norm trap: the outer gradient taken outside vmap is wrong;
@@ -49,7 +49,8 @@ def test_second_order_meta_gradient_matches_finite_differences(steps):
     model, tasks = tiny_convnet(filters=2), random_tasks(2)
     params = {n: p.detach() for n, p in parameters_of(model).items()}
     inner = InnerLoop(steps=steps, lr=0.5)
-    computed = {s: maml.meta_gradient(model, params, tasks, inner, strategy=s).params for s in ("loop", "vmap")}
+    computed = {s: maml.meta_gradient(model, params, tasks, inner, strategy=s).params
+                for s in ("loop", "vmap", "stacked")}
     eps = 1e-6
     for name, p in params.items():
         numeric = torch.zeros_like(p)
@@ -64,7 +65,7 @@ def test_second_order_meta_gradient_matches_finite_differences(steps):
             torch.testing.assert_close(grads[name], numeric, rtol=1e-5, atol=1e-8, msg=f"{strategy} {name}")
 
 
-@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("steps", [1, 5])
 def test_fast_paths_match_the_per_task_autograd_loop(strategy, first_order, steps):
@@ -154,7 +155,7 @@ def test_anil_still_meta_learns_the_body(first_order):
     assert all(grads[n].abs().max() > 1e-6 for n in body)
 
 
-@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
 def test_meta_sgd_learns_its_learning_rates(strategy):
     model, tasks = tiny_convnet(), random_tasks(3)
     params = parameters_of(model)

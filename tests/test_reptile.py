@@ -24,7 +24,7 @@ def sgd_steps_by_hand(model, params, x, y, lr, steps):
     return weights
 
 
-@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
 def test_reptile_update_is_the_mean_step_toward_each_tasks_weights(strategy):
     model, tasks = tiny_convnet(), random_tasks(3)
     params = parameters_of(model)
