@@ -29,7 +29,7 @@ def test_joint_training_refuses_an_empty_run():
 
 
 def test_the_full_scale_sine_wave_script_runs_in_smoke_mode(tmp_path, load_script):
-    """scripts/full_scale_sinusoid.py --smoke: MAML and joint training, 3 steps, scored after 0-10 steps."""
+    """scripts/full_scale_sinusoid.py --smoke: MAML and joint training, 3 steps, scored after 0-10 steps at K = 5, 10."""
     import json
 
     script = load_script("full_scale_sinusoid")
@@ -38,7 +38,10 @@ def test_the_full_scale_sine_wave_script_runs_in_smoke_mode(tmp_path, load_scrip
     results = json.loads(output.read_text())
     assert set(results["runs"]) == {"maml", "pretrained"} and results["smoke"] is True
     for run in results["runs"].values():
-        assert set(run["tests"]) == {"0", "1", "5", "10"} and run["test"] == run["tests"]["10"]
+        assert set(run["tests"]) == {f"K={k}, {s} steps" for k in (5, 10) for s in (0, 1, 5, 10)}
+        assert run["test"] == run["tests"]["K=5, 10 steps"]  # the paper's Table 2: 5-shot MSE
         assert run["test"]["metric"] == "mse" and run["test"]["num_tasks"] == 4
         assert run["config"]["steps"] == 3 and run["provenance"]["torch"] == torch.__version__
+    assert {t["step_size"] for t in results["runs"]["pretrained"]["tests"].values()} <= set(script.STEP_SIZES)
+    assert {t["step_size"] for t in results["runs"]["maml"]["tests"].values()} == {0.01}
     assert (tmp_path / "checkpoints" / "sinusoid-maml.pt").is_file()
