@@ -146,11 +146,18 @@ def provenance(device: torch.device | str) -> dict:
     ``git_commit`` is ``None`` when metabook is not run from a git checkout (a
     pip install); ``git_dirty`` says whether the checkout had uncommitted
     changes, in which case the commit alone does not reproduce the result.
+    Outside a checkout, the environment variable ``METABOOK_COMMIT``
+    (``"<sha> clean"`` or ``"<sha> dirty"``) names them instead: a copy of the
+    repository without ``.git``, as on a lent GPU (``scripts/gpu_session.sh``).
     """
     from metabook import __version__
 
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    dirty = None if status is None else bool(status)
+    if commit is None and os.environ.get("METABOOK_COMMIT"):
+        commit, _, state = os.environ["METABOOK_COMMIT"].strip().partition(" ")
+        dirty = {"clean": False, "dirty": True}.get(state.strip())
     device = torch.device(device)
     return {
         "metabook": __version__,
@@ -160,6 +167,6 @@ def provenance(device: torch.device | str) -> dict:
         "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "git_commit": commit,
-        "git_dirty": None if status is None else bool(status),
+        "git_dirty": dirty,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
