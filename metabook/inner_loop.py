@@ -34,6 +34,7 @@ is passed in.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -69,6 +70,7 @@ QUERY_BN_MODES = ("transductive", "inductive")
 STRATEGIES = ("auto", "loop", "vmap", "stacked")
 INNER_OPTIMIZERS = ("sgd", "adam")
 ADAM_BETA2, ADAM_EPS = 0.999, 1e-8  # TensorFlow's and PyTorch's defaults, which Reptile's code kept
+TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,9 @@ def fine_tune(
             second_moments = {name: ADAM_BETA2 * second_moments[name] + (1 - ADAM_BETA2) * grads[name] ** 2
                               for name in names}
             correction = 1 - ADAM_BETA2 ** (step + 1)
-            grads = {name: grads[name] / ((second_moments[name] / correction).sqrt() + ADAM_EPS)
+            # clamp_min: √v has an infinite derivative at v = 0 (a conv bias before batch norm has zero
+            # gradient), which would make a second-order meta-gradient NaN; √tiny ≈ 1e-19 is far below ε.
+            grads = {name: grads[name] / ((second_moments[name] / correction).clamp_min(TINY).sqrt() + ADAM_EPS)
                      for name in names}
         fast = {**fast, **{name: fast[name] - rates[name] * grads[name] for name in names}}
     return fast
@@ -209,14 +213,16 @@ def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device) -> 
     Epoch e = step // (num_rows // batch_size) visits the rows in the order of
     a random permutation seeded by e, one minibatch after the other. The order
     depends only on the step, never on the data, so it is the same for every
-    task and runs unchanged under ``vmap``.
+    task and every strategy. It is drawn with Python's ``random``, not torch's:
+    under ``vmap(randomness="different")`` torch's random functions draw anew
+    for every task even with a seeded generator.
     """
     if batch_size is None or batch_size >= num_rows:
         return None
     per_epoch = num_rows // batch_size
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(epoch))
-    return order[position * batch_size:(position + 1) * batch_size].to(device)
+    order = random.Random(epoch).sample(range(num_rows), num_rows)
+    return torch.tensor(order[position * batch_size:(position + 1) * batch_size], device=device)
 
 
 def predict(

@@ -81,6 +81,19 @@ def test_fast_paths_match_the_per_task_autograd_loop(strategy, first_order, step
     torch.testing.assert_close(result.query_accuracy, evaluated.query_accuracy)
 
 
+def test_meta_gradient_through_adam_minibatch_steps_is_finite_and_the_same_for_every_strategy():
+    """Two past faults: √v̂ at v̂ = 0 (a conv bias before batch norm gets no gradient) made the meta-gradient NaN,
+    and under vmap every task drew its own minibatch rows."""
+    model, tasks = tiny_convnet(), random_tasks(3, shots=2)
+    params = parameters_of(model)
+    inner = InnerLoop(steps=3, lr=0.01, optimizer="adam", batch_size=3)
+    results = {s: maml.meta_gradient(model, params, tasks, inner, strategy=s).params for s in ("loop", "vmap", "stacked")}
+    for strategy, grads in results.items():
+        assert all(torch.isfinite(g).all() for g in grads.values()), strategy
+        for name in params:
+            torch.testing.assert_close(grads[name], results["loop"][name], rtol=1e-7, atol=1e-10)
+
+
 def test_outer_gradient_outside_vmap_is_wrong_with_batch_norm():
     """The trap the chapter teaches (torch 2.11-2.13): grad OUTSIDE vmap through F.batch_norm.
 
