@@ -41,8 +41,9 @@ CLASSIFIERS = ("protonet", "r2d2", "lrd2")  # episodic classifiers: any number o
 DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
 
 _MAML = "MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py"
-_REPTILE = ("Reptile (Nichol et al., 2018), App. A / openai/supervised-reptile: inner Adam (beta1 = 0), "
-            "lr 0.001, on minibatches; its moments restart with every task here")
+_REPTILE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
+            "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
+            "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
 _PROTONET = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes; "
              "one episode per step and 5-way validation "
              "as in jakesnell/prototypical-networks; the paper stops on validation loss, the steps are the book's")
@@ -82,7 +83,7 @@ PRESETS = {
              eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _REPTILE),
     ("reptile", "omniglot", "20-way"): (
-        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=10, inner_batch_size=20,
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=5e-4, inner_steps=10, inner_batch_size=20,
              eval_inner_steps=50, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _REPTILE),
     ("reptile", "mini-imagenet", ""): (_REPTILE_MINI_IMAGENET, _REPTILE),
