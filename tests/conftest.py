@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The data fixtures (real_mirror, real_cache, no_data_environment) for every test module;
+# none of them is autouse, so the notebooks' nbval tests do not see them.
+pytest_plugins = ["fixtures_data"]
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

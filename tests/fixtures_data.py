@@ -1,5 +1,9 @@
 """Shared fixtures and file builders for the data tests (``tests/test_data_*.py``).
 
+``tests/conftest.py`` registers this module as a plugin, so its fixtures
+(``real_mirror``, ``real_cache``, ``no_data_environment``) are available to every
+test module without importing them; the helper functions are imported as usual.
+
 Real data come from the read-only mirror of upstream archives at
 ``../shared/data`` relative to the repository (``METABOOK_TEST_MIRROR``
 overrides it). Everything the loaders write goes to a temporary cache that
@@ -59,20 +63,23 @@ def real_mirror() -> Path:
 
 @pytest.fixture(scope="session")
 def real_cache(tmp_path_factory) -> Path:
-    """One cache folder per test session, whichever test module asks first.
+    """One cache folder per test session (per ``pytest-xdist`` worker).
 
-    A fixed name under the session's base folder, rather than ``mktemp``,
-    because each test module that imports this fixture gets its own copy of
-    it: they must still share the decoded tensors.
+    Every test module that asks for it shares it, so the real data are decoded once.
     """
     path = tmp_path_factory.getbasetemp() / "metabook-real-data-cache"
     path.mkdir(exist_ok=True)
     return path
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def no_data_environment(monkeypatch):
-    """Tests pass folders explicitly; the developer's own METABOOK_DATA / METABOOK_MIRROR must not leak in."""
+    """Tests pass folders explicitly; the developer's own METABOOK_DATA / METABOOK_MIRROR must not leak in.
+
+    Not autouse: the notebooks' nbval tests run in the same pytest process and
+    their kernels must keep the environment. The data test modules ask for it
+    with ``pytestmark = pytest.mark.usefixtures("no_data_environment")``.
+    """
     monkeypatch.delenv("METABOOK_DATA", raising=False)
     monkeypatch.delenv("METABOOK_MIRROR", raising=False)
 

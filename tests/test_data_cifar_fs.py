@@ -6,17 +6,18 @@ import hashlib
 import pytest
 import torch
 
-from fixtures_data import (  # noqa: F401 (fixture)
+from fixtures_data import (
     CIFAR100_FINE_LABELS,
     cifar_pixel,
     files_under,
-    no_data_environment,
     write_cifar100_archive,
     write_tar_gz,
 )
 from metabook.data import cifar_fs
 from metabook.data.cifar_fs import CIFAR_FS_SPLITS, cifar_fs_classes, load_cifar_fs
 from metabook.data.storage import DataError, UpstreamFile
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 def test_split_lists_are_64_16_20_disjoint_and_cover_cifar100():

@@ -6,14 +6,10 @@ import sys
 
 import pytest
 
-from fixtures_data import (  # noqa: F401 (fixtures)
-    no_data_environment,
-    real_cache,
-    real_mirror,
-    write_cifar100_archive,
-    write_mini_imagenet_pickle,
-)
+from fixtures_data import write_cifar100_archive, write_mini_imagenet_pickle
 from metabook.cli import main
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 def run(capsys, *argv):

@@ -7,15 +7,12 @@ import pickle
 import pytest
 import torch
 
-from fixtures_data import (  # noqa: F401 (fixture)
-    no_data_environment,
-    wnid,
-    write_mini_imagenet_csv,
-    write_mini_imagenet_pickle,
-)
+from fixtures_data import wnid, write_mini_imagenet_csv, write_mini_imagenet_pickle
 from metabook.data.mini_imagenet import load_mini_imagenet
 from metabook.data.safe_pickle import UnsafePickleError
 from metabook.data.storage import DataError
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

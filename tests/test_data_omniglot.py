@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from fixtures_data import files_under, no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
+from fixtures_data import files_under
 from metabook.data.classes import ClassImages
 from metabook.data.omniglot import (
     BACKGROUND_ALPHABETS,
@@ -18,6 +18,8 @@ from metabook.data.omniglot import (
     read_split_file,
 )
 from metabook.data.storage import DataError
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.data.omniglot_runs import (
     HUMAN_ERROR_RATE,
     OneShotRun,
@@ -13,6 +12,8 @@ from metabook.data.omniglot_runs import (
     nearest_pixels_classifier,
     score_one_shot,
 )
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,11 @@ import gzip
 import pytest
 import torch
 
-from fixtures_data import no_data_environment, real_cache, real_mirror, skip_without  # noqa: F401 (fixtures)
+from fixtures_data import skip_without
 from metabook.data.rotated_mnist import ROTATED_MNIST_ANGLES, load_rotated_mnist, read_idx
 from metabook.data.storage import DataError
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import pickle
 import numpy as np
 import pytest
 
-from fixtures_data import no_data_environment  # noqa: F401 (autouse fixture)
 from metabook.data.safe_pickle import UnsafePickleError, safe_load
 from metabook.data.storage import DataError
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 class RunsAShellCommand:

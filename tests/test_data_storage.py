@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures_data import files_under, no_data_environment, write_tar_gz, write_zip  # noqa: F401 (fixture)
+from fixtures_data import files_under, write_tar_gz, write_zip
 from metabook.cli import UserError
 from metabook.data.storage import (
     DataError,
@@ -25,6 +25,8 @@ from metabook.data.storage import (
     mirror_dir,
     save_tensors,
 )
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 def leftovers(folder: Path) -> list[str]:

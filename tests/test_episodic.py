@@ -7,7 +7,7 @@ from torch import nn
 from meta_fixtures import WAYS, random_tasks
 from metabook.episodic import episode_gradient, episode_outputs
 from metabook.evaluation import evaluate
-from metabook.inner_loop import InnerLoop, parameters_of
+from metabook.inner_loop import parameters_of
 from metabook.training import TrainConfig, train
 
 

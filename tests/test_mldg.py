@@ -7,13 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from fixtures_data import no_data_environment, real_cache, real_mirror, skip_without  # noqa: F401 (fixtures)
+from fixtures_data import skip_without
 from metabook.data.domains import DomainBatchSampler
 from metabook.evaluation import confidence_interval
 from metabook.inner_loop import InnerLoop, parameters_of, set_gradients
 from metabook.mldg import domain_accuracy, erm_gradient, mldg_gradient, split_domains
 from metabook.models import MLP
 from metabook.training import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 NUM_DOMAINS, PER_DOMAIN = 5, 12
 

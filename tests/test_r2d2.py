@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from meta_fixtures import loop_and_vmap_episode_gradients
 from metabook.data.classes import ClassImages
 from metabook.data.samplers import NWayKShotSampler
@@ -23,6 +22,8 @@ from metabook.r2d2 import (
     uses_dual,
 )
 from metabook.training import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 WAYS = 3
 

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.cli import build_parser, main
 from metabook.train_cli import ALGORITHMS, CLASSIFIERS, DATA_SETS, config_from_args
 from metabook.training import EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 
 def run(capsys, *argv):

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from fixtures_data import no_data_environment, real_cache, real_mirror  # noqa: F401 (fixtures)
 from metabook.checkpoint import load_checkpoint, save_checkpoint
 from metabook.data import NWayKShotSampler, load_omniglot
 from metabook.data.classes import ClassImages
@@ -15,6 +14,8 @@ from metabook.inner_loop import InnerLoop, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
 from metabook.models import ConvNet, sinusoid_mlp
 from metabook.training import SinusoidSampler, TrainConfig, reptile_step_size, train
+
+pytestmark = pytest.mark.usefixtures("no_data_environment")
 
 WAYS = 3
 
