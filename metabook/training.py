@@ -49,10 +49,14 @@ writes checkpoints from which a run resumes exactly: model, optimizer,
 Meta-SGD's rates, the samplers' generators, every global random generator,
 the step, the configuration and the curve (:mod:`metabook.checkpoint`). On
 the CPU an interrupted and resumed run ends with the very same parameters as
-an uninterrupted one.
+an uninterrupted one. Ctrl-C or ``timeout`` (SIGINT, SIGTERM) stops training
+after the step under way and saves it first (:class:`StopAtStepEnd`), so a
+run cut into pieces, such as a lent GPU's few minutes at a time, loses nothing.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -459,6 +463,35 @@ def _resume_state(config: TrainConfig, checkpoint, resume: bool) -> dict | None:
     return state
 
 
+class StopAtStepEnd:
+    """While training: SIGINT or SIGTERM only note that a stop was asked for, and the loop stops after the step.
+
+    A signal's default action would stop the run anywhere, between the
+    optimizer's updates of two tensors included, where no checkpoint can be
+    taken. ``signal``: the name of the signal received (``None`` until then).
+    A second signal stops at once. Python lets only the main thread handle
+    signals, so in any other thread this changes nothing.
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.signal, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self.note) for number in self.HANDLED}
+        return self
+
+    def note(self, number, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(number).name} twice: stopped at once")
+        self.signal = signal.Signals(number).name
+
+    def __exit__(self, *exception):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
 def train(
     config: TrainConfig,
     model: nn.Module,
@@ -477,7 +510,10 @@ def train(
     ``config.checkpoint_every`` steps and at the end, atomically.
     ``resume=True``: continue from that file when it exists (its
     configuration must equal ``config``, ``checkpoint_every`` aside), start
-    afresh when it does not. ``progress``: show a tqdm progress bar; pass
+    afresh when it does not. Interrupted by SIGINT (Ctrl-C, a kernel
+    interrupt) or SIGTERM (``timeout``), training finishes the step under
+    way, writes the checkpoint and raises ``KeyboardInterrupt``, so a resumed
+    run loses nothing (a second signal stops at once). ``progress``: show a tqdm progress bar; pass
     ``False`` in notebooks whose outputs are compared (the bar prints timings).
 
     A typical chapter::
@@ -563,7 +599,7 @@ def train(
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
     not_training = 0.0
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
-    with bar:
+    with bar, StopAtStepEnd() as stop:
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:
@@ -585,10 +621,13 @@ def train(
                                  if k not in ("step", "training_s") and v is not None})
             bar.update(1)
             if checkpoint and ((config.checkpoint_every and done % config.checkpoint_every == 0)
-                               or done == config.steps):
+                               or done == config.steps or stop.signal):
                 saving_began = time.perf_counter()
                 save(done, wall_before + saving_began - began)
                 not_training += time.perf_counter() - saving_began
+            if stop.signal and done < config.steps:
+                raise KeyboardInterrupt(f"{stop.signal}: stopped after step {done} of {config.steps}"
+                                        + (f"; resume=True continues from {checkpoint}" if checkpoint else ""))
     return TrainResult(
         config=config,
         curve=curve,

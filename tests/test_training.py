@@ -1,4 +1,6 @@
 """The meta-training loop: each algorithm's update checked by hand, exact resume, atomic checkpoints, real learning."""
+import os
+import signal
 from dataclasses import replace
 
 import pytest
@@ -39,14 +41,22 @@ def tiny_config(**changes) -> TrainConfig:
 
 
 class InterruptAfter:
-    """A sampler that raises KeyboardInterrupt at its ``samples + 1``-th draw, like Ctrl-C during training."""
+    """A sampler interrupted at its ``samples + 1``-th draw.
 
-    def __init__(self, sampler, samples: int):
-        self.sampler, self.left = sampler, samples
+    ``signal=None``: the draw raises KeyboardInterrupt, like a crash in the
+    middle of a step. Else the process sends itself that signal (Ctrl-C's
+    SIGINT, ``timeout``'s SIGTERM) and the draw goes on.
+    """
+
+    def __init__(self, sampler, samples: int, signal=None):
+        self.sampler, self.left, self.signal = sampler, samples, signal
 
     def sample(self, num_tasks):
         if self.left == 0:
-            raise KeyboardInterrupt
+            self.left = -1
+            if self.signal is None:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), self.signal)
         self.left -= 1
         return self.sampler.sample(num_tasks)
 
@@ -254,6 +264,32 @@ def test_maml_on_omniglot_beats_chance_on_held_out_characters(real_mirror, real_
     test = evaluate(model, NWayKShotSampler(test_split, 5, 1, 5, seed=0), result.eval_inner, num_tasks=100)
     assert test.mean - test.ci95 > 0.5, test  # chance is 0.2; this run gets about 0.84
     assert result.curve[-1].meta_accuracy > result.curve[0].meta_accuracy
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, stop_signal):
+    """Ctrl-C or `timeout` in the middle of step 5: the step finishes, step 5 is saved, nothing is lost."""
+    config = tiny_config(steps=7, log_every=2, checkpoint_every=3)
+    data = tiny_images()
+
+    def run(checkpoint, interrupt_after=None):
+        model = tiny_convnet(0)
+        sampler = NWayKShotSampler(data, WAYS, 1, 2, seed=10)
+        if interrupt_after is not None:
+            sampler = InterruptAfter(sampler, interrupt_after, stop_signal)
+        return model, train(config, model, sampler, None, checkpoint, resume=True, progress=False)
+
+    whole_model, whole = run(tmp_path / "whole.pt")
+    previous_handler = signal.getsignal(stop_signal)
+    with pytest.raises(KeyboardInterrupt, match=f"{stop_signal.name}: stopped after step 5 of 7"):
+        run(tmp_path / "cut.pt", interrupt_after=4)
+    assert signal.getsignal(stop_signal) is previous_handler  # train() put the handler back
+    assert load_checkpoint(tmp_path / "cut.pt")["step"] == 5  # not a multiple of checkpoint_every: the stop's own
+    resumed_model, resumed = run(tmp_path / "cut.pt")
+    assert resumed.resumed_from == 5
+    for (name, p), q in zip(whole_model.named_parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q), name
+    assert resumed.curve == whole.curve
 
 
 def test_the_curve_records_training_time_that_grows_and_survives_a_resume(tmp_path):
