@@ -29,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "TaskBatchNorm2d",
+    "batch_norm_of_rows",
     "ConvBlock",
     "ConvNet",
     "SinusoidMLP",
@@ -62,15 +63,24 @@ class TaskBatchNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
-        if stats_rows is None:
-            # The fused kernel. Under torch.func.vmap, take the meta-gradient of
-            # each task inside vmap (metabook.maml explains why).
-            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
-        reference = x[:stats_rows]
-        mean = reference.mean(dim=(0, 2, 3), keepdim=True)
-        var = reference.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
-        normalized = (x - mean) * torch.rsqrt(var + self.eps)
-        return normalized * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return batch_norm_of_rows(x, self.weight, self.bias, self.eps, stats_rows)
+
+
+def batch_norm_of_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                       stats_rows: int | None) -> torch.Tensor:
+    """Normalize ``x [B, C, H, W]`` per channel with the statistics of its first ``stats_rows`` rows (all: ``None``).
+
+    Then scale by ``weight`` and shift by ``bias`` (``[C]`` each).
+    """
+    if stats_rows is None:
+        # The fused kernel. Under torch.func.vmap, take the meta-gradient of
+        # each task inside vmap (metabook.maml explains why).
+        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    reference = x[:stats_rows]
+    mean = reference.mean(dim=(0, 2, 3), keepdim=True)
+    var = reference.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    normalized = (x - mean) * torch.rsqrt(var + eps)
+    return normalized * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
 
 
 class ConvBlock(nn.Module):

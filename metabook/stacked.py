@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.models import ConvNet
+from metabook.models import ConvNet, batch_norm_of_rows
 
 __all__ = ["StackedConvNet", "stack_tasks", "summed_over_tasks"]
 
@@ -90,14 +90,7 @@ def wide_batch_norm(norm: nn.Module, x: torch.Tensor, stats_rows: int | None) ->
     Statistics per channel, so per task and channel, over the first
     ``stats_rows`` examples (all when ``None``).
     """
-    weight, bias = norm.weight.reshape(-1), norm.bias.reshape(-1)
-    if stats_rows is None:
-        return F.batch_norm(x, None, None, weight, bias, training=True, eps=norm.eps)
-    reference = x[:stats_rows]
-    mean = reference.mean(dim=(0, 2, 3), keepdim=True)
-    var = reference.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
-    normalized = (x - mean) * torch.rsqrt(var + norm.eps)
-    return normalized * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    return batch_norm_of_rows(x, norm.weight.reshape(-1), norm.bias.reshape(-1), norm.eps, stats_rows)
 
 
 def summed_over_tasks(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
