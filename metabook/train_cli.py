@@ -40,7 +40,9 @@ ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS
 CLASSIFIERS = ("protonet", "r2d2", "lrd2")  # episodic classifiers: any number of ways with the same weights
 DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
 
-_MAML = "MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py"
+_MAML = ("MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py; inner-lr is "
+         "the paper's alpha times the number of ways, because the reference code's inner loss (utils.xent: cross-"
+         "entropy / K, summed over the N*K support examples by tf.gradients) is N times the mean loss used here")
 _REPTILE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
             "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
             "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
@@ -54,7 +56,7 @@ _NP = ("the book's choice, as scripts/full_scale_neural_processes.py (the CNP an
        "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks")
 
 # The mini-ImageNet values, which CIFAR-FS borrows (neither paper has a CIFAR-FS experiment).
-_MAML_MINI_IMAGENET = dict(inner_lr=0.01, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3,
+_MAML_MINI_IMAGENET = dict(inner_lr=0.05, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3,
                            steps=60_000, queries=15)
 _REPTILE_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
                               inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
@@ -69,9 +71,9 @@ _REPTILE_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam",
 # (_EPISODE_IMAGES), the queries being what the shots leave.
 PRESETS = {
     ("maml", "omniglot", "5-way"): (
-        dict(inner_lr=0.4, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _MAML),
+        dict(inner_lr=2.0, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _MAML),
     ("maml", "omniglot", "20-way"): (
-        dict(inner_lr=0.1, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _MAML),
+        dict(inner_lr=2.0, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _MAML),
     ("maml", "mini-imagenet", ""): (_MAML_MINI_IMAGENET, _MAML),
     ("maml", "cifar-fs", ""): (
         _MAML_MINI_IMAGENET, "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),

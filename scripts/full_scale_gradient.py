@@ -1,4 +1,4 @@
-"""Gradient-based meta-learning on Omniglot at full scale, on one GPU: the numbers behind the book's tables.
+"""Gradient-based meta-learning on Omniglot at full scale: the numbers behind the book's tables.
 
     .venv/bin/python scripts/full_scale_gradient.py                          # every run -> results/gradient_based.json
     .venv/bin/python scripts/full_scale_gradient.py --runs maml-5way-1shot   # one run (merged into that file)
@@ -8,35 +8,41 @@ Each run meta-trains with :func:`metabook.training.train` and tests with
 :func:`metabook.evaluation.evaluate` on 600 tasks of held-out characters,
 exactly as the chapters and ``python -m metabook train|evaluate`` do, with the
 papers' hyperparameters (``metabook.train_cli.paper_defaults``) and fewer
-meta-steps than the papers (they trained for 60,000 to 100,000):
+meta-steps than the papers (they trained for 60,000 to 100,000), so that each
+run fits a few hours on two CPU cores (it resumes exactly from its checkpoint,
+written every 500 steps, when it is cut):
 
-=================  ========  ==========================================================
-run                steps     paper (Omniglot test accuracy, transductive batch norm)
-=================  ========  ==========================================================
-maml-5way-1shot    15,000    98.7 ± 0.4 (Finn et al., 2017, Table 1), 60,000 steps
-maml-20way-1shot   10,000    95.8 ± 0.3 (Finn et al., 2017), 60,000 steps
-fomaml-5way-1shot  15,000    98.3 ± 0.5 (Finn et al., 2017)
-reptile-5way-1shot 30,000    97.68 ± 0.04 (Nichol et al., 2018, Table 1, transduction), 100,000
-=================  ========  ==========================================================
+========================  ======  ==========================================================
+run                       steps   paper (Omniglot test accuracy, transductive batch norm)
+========================  ======  ==========================================================
+maml-5way-1shot           10,000  98.7 ± 0.4 (Finn et al., 2017, Table 1), 60,000 steps
+maml-5way-1shot-alpha0.4  10,000  the same, with α = 0.4 on the *mean* support loss
+maml-20way-1shot          10,000  95.8 ± 0.3 (Finn et al., 2017), 60,000 steps
+fomaml-5way-1shot         10,000  98.3 ± 0.5 (Finn et al., 2017)
+reptile-5way-1shot        30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 1, transduction), 100,000
+========================  ======  ==========================================================
+
+**What α means.** The paper's α = 0.4 (5-way) is a step on the reference
+code's inner loss, ``utils.xent`` = cross-entropy / K per example, summed over
+the N·K support examples by ``tf.gradients``: N times the mean cross-entropy
+that metabook's inner loop differentiates. The presets therefore use
+α = 0.4 · 5 = 2.0 (``maml-5way-1shot``); ``maml-5way-1shot-alpha0.4`` keeps
+α = 0.4 on the mean loss, the number a reader of the paper would type, a
+step five times smaller. Both are reported, since which one reaches the
+paper's accuracy is itself a result.
 
 Reptile's figure is from the revised arXiv versions of Nichol et al. (v2 and
 later, "On First-Order Meta-Learning Algorithms"); the first version,
 "Reptile: a Scalable Metalearning Algorithm", reported different numbers.
-
-Why these step counts: the target is MAML 5-way 1-shot at >= 98% after less
-than 10 minutes of training on one H100. ``benchmarks/meta_step.py`` measured
-32 ms per MAML meta-step of 32 tasks on an H200 (vmap, 15 queries per class);
-training uses 1 query per class, so 15,000 steps should take about 8 minutes
-plus validation. These are estimates that no GPU has checked yet: the results
-file records the real training time of every run, and ``meets_target`` says
-whether the 5-way MAML run reached 98% within 10 minutes. Reptile's step size
-ε is annealed from 1 to 0 over its 30,000 steps, as the paper did over 100,000.
+Reptile's step size ε is annealed from 1 to 0 over its 30,000 steps, as the
+paper did over 100,000.
 
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale``) and runs
 resume from them, so an interrupted script continues where it stopped; a
 finished run is only evaluated again. The results file is rewritten
-atomically after every run, with each run's provenance (GPU, torch, commit,
-wall times), configuration and batch-norm mode.
+atomically after every run, with each run's provenance (CPU or GPU, torch, commit,
+wall times), configuration and batch-norm mode. ``meets_target`` says
+whether the 5-way MAML run reached 98% (the paper's 98.7 ± 0.4 allows 98.3).
 """
 from __future__ import annotations
 
@@ -58,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when 
 from full_scale_common import (Script, command_line, open_results, paper_number, print_table,  # noqa: E402
                                run_record, save, score, settle, train_run)
 
-TARGET = {"run": "maml-5way-1shot", "accuracy": 0.98, "training_minutes": 10.0}
+TARGET = {"run": "maml-5way-1shot", "accuracy": 0.98}
 
 
 @dataclass(frozen=True)
@@ -68,23 +74,28 @@ class Run:
     ways: int
     steps: int
     paper: str  # the published number it reproduces, with its source
+    inner_lr: float | None = None  # None: the preset's
 
 
 RUNS = (
-    Run("maml-5way-1shot", "maml", 5, 15_000, "98.7 ± 0.4 (Finn et al., 2017, Table 1)"),
+    Run("maml-5way-1shot", "maml", 5, 10_000, "98.7 ± 0.4 (Finn et al., 2017, Table 1)"),
+    Run("maml-5way-1shot-alpha0.4", "maml", 5, 10_000,
+        "98.7 ± 0.4 (Finn et al., 2017, Table 1), whose alpha = 0.4 is on a loss 5 times the mean", inner_lr=0.4),
     Run("maml-20way-1shot", "maml", 20, 10_000, "95.8 ± 0.3 (Finn et al., 2017, Table 1)"),
-    Run("fomaml-5way-1shot", "fomaml", 5, 15_000, "98.3 ± 0.5 (Finn et al., 2017, Table 1)"),
+    Run("fomaml-5way-1shot", "fomaml", 5, 10_000, "98.3 ± 0.5 (Finn et al., 2017, Table 1)"),
     Run("reptile-5way-1shot", "reptile", 5, 30_000,
         "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv version, Table 1, transduction)"),
 )
 SCRIPT = Script(__file__, __doc__, "gradient_based.json", runs=tuple(r.name for r in RUNS),
-                smoke="3 meta-steps and 10 test tasks per run")
+                smoke="3 meta-steps and 10 test tasks per run", needs_gpu=False)
 
 
 def run_config(run: Run, args, device: torch.device) -> TrainConfig:
     """The paper's hyperparameters for this run, with the script's step count (or smoke-test sizes)."""
     values, _ = paper_defaults(run.algorithm, "omniglot", run.ways, 1)
-    values.update(steps=run.steps, validate_every=1000, validation_tasks=200, checkpoint_every=1000, log_every=100)
+    values.update(steps=run.steps, validate_every=1000, validation_tasks=200, checkpoint_every=500, log_every=100)
+    if run.inner_lr is not None:
+        values["inner_lr"] = run.inner_lr
     if args.smoke:  # a few of everything: checks the pipeline end to end, not the numbers
         values.update(steps=3, meta_batch=2, validate_every=3, validation_tasks=4, checkpoint_every=2, log_every=1)
     return TrainConfig(algorithm=run.algorithm, dataset="omniglot", ways=run.ways, shots=1, seed=args.seed,
@@ -112,9 +123,8 @@ def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
 
 
 def meets_target(result: dict) -> bool:
-    """Whether the target run reached ``TARGET["accuracy"]`` within ``TARGET["training_minutes"]`` of training."""
-    return (result["test"]["mean"] >= TARGET["accuracy"]
-            and result["training_wall_time_s"] <= 60 * TARGET["training_minutes"])
+    """Whether the target run reached ``TARGET["accuracy"]`` on its 600 test tasks."""
+    return result["test"]["mean"] >= TARGET["accuracy"]
 
 
 def main(argv=None) -> int:
