@@ -88,9 +88,13 @@ class InnerLoop:
     β2 = 0.999, ε = 1e-8 and fresh moments for every task, the inner
     optimizer of Reptile's Omniglot and mini-ImageNet experiments (Nichol et
     al., 2018, Appendix A). ``batch_size``: each step uses this many support
-    examples instead of all of them, taking the support set in a fixed random
-    order, one minibatch after the other, an epoch every ``S / batch_size``
-    steps (Reptile's "inner batch size"); ``None``: the whole support set.
+    examples instead of all of them (Reptile's "inner batch size"); ``None``:
+    the whole support set. ``shuffle``: with ``batch_size``, ``True`` takes
+    the support set in a random order seeded by the epoch, an epoch every
+    ``S / batch_size`` steps, the same order for every task; ``False`` takes
+    consecutive minibatches of the support set as it is given (wrapping
+    around), for a caller that has shuffled each task's support set itself,
+    as :func:`metabook.reptile.reptile_direction` does.
     """
 
     steps: int = 1
@@ -101,6 +105,7 @@ class InnerLoop:
     query_bn: str = "transductive"
     optimizer: str = "sgd"
     batch_size: int | None = None
+    shuffle: bool = True
 
     def __post_init__(self):
         if self.steps < 0:
@@ -182,7 +187,7 @@ def fine_tune(
     fast = dict(params)
     second_moments = {name: torch.zeros_like(params[name]) for name in names}  # Adam's v, per task
     for step in range(inner.steps):
-        rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device)
+        rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device, inner.shuffle)
         batch_x, batch_y = (support_x, support_y) if rows is None else (support_x[rows], support_y[rows])
 
         def support_loss(adapted: Params):
@@ -207,18 +212,22 @@ def fine_tune(
     return fast
 
 
-def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device) -> torch.Tensor | None:
+def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device,
+                   shuffle: bool = True) -> torch.Tensor | None:
     """The support rows inner step ``step`` uses: ``[batch_size]`` indices, or ``None`` for all rows.
 
-    Epoch e = step // (num_rows // batch_size) visits the rows in the order of
-    a random permutation seeded by e, one minibatch after the other. The order
-    depends only on the step, never on the data, so it is the same for every
-    task and every strategy. It is drawn with Python's ``random``, not torch's:
-    under ``vmap(randomness="different")`` torch's random functions draw anew
-    for every task even with a seeded generator.
+    ``shuffle=True``: epoch e = step // (num_rows // batch_size) visits the
+    rows in the order of a random permutation seeded by e, one minibatch after
+    the other. The order depends only on the step, never on the data, so it is
+    the same for every task and every strategy. It is drawn with Python's
+    ``random``, not torch's: under ``vmap(randomness="different")`` torch's
+    random functions draw anew for every task even with a seeded generator.
+    ``shuffle=False``: rows ``step·b, ..., step·b + b − 1`` modulo ``num_rows``.
     """
     if batch_size is None or batch_size >= num_rows:
         return None
+    if not shuffle:
+        return torch.arange(step * batch_size, (step + 1) * batch_size, device=device) % num_rows
     per_epoch = num_rows // batch_size
     epoch, position = divmod(step, per_epoch)
     order = random.Random(epoch).sample(range(num_rows), num_rows)

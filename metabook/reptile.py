@@ -14,9 +14,12 @@ for ε) can be used on it as well.
 The inner steps are those of the inner loop every method of the book shares:
 SGD on the whole support set by default, or, as in the paper's Omniglot and
 mini-ImageNet experiments, Adam with β1 = 0 on minibatches
-(``InnerLoop(optimizer="adam", batch_size=...)``). The authors' code
-(openai/supervised-reptile) kept Adam's moments from one task to the next;
-here they restart with every task.
+(``InnerLoop(optimizer="adam", batch_size=...)``). As in the authors' code
+(openai/supervised-reptile, ``_mini_batches``), each task's support set is
+shuffled on its own for its minibatches, a new shuffle for every pass over
+it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
+different label counts. The authors' code kept Adam's moments from one task
+to the next; here they restart with every task.
 Evaluation is :func:`adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """
@@ -40,7 +43,7 @@ from metabook.inner_loop import (
     stacked_network,
 )
 
-__all__ = ["ReptileStep", "task_weights", "reptile_direction", "adapt", "Adaptation"]
+__all__ = ["ReptileStep", "task_minibatches", "task_weights", "reptile_direction", "adapt", "Adaptation"]
 
 
 @dataclass
@@ -50,6 +53,23 @@ class ReptileStep:
 
     direction: Params
     strategy: str
+
+
+def task_minibatches(num_tasks: int, num_rows: int, batch_size: int, steps: int, device=None) -> torch.Tensor:
+    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order: ``[num_tasks, steps · batch_size]``.
+
+    As ``_mini_batches`` of openai/supervised-reptile (without replacement):
+    shuffle the task's ``num_rows`` examples, deal them out in minibatches, and
+    shuffle again whenever they run out, a minibatch spanning two passes when
+    ``batch_size`` does not divide ``num_rows``. Every task draws its own
+    shuffles from torch's global generator on the CPU, outside any vmap, so
+    every strategy sees the same rows and a checkpoint (which saves that
+    generator) resumes them exactly.
+    """
+    passes = -(-steps * batch_size // num_rows)  # ceiling division
+    orders = [torch.cat([torch.randperm(num_rows) for _ in range(passes)])[:steps * batch_size]
+              for _ in range(num_tasks)]
+    return torch.stack(orders).to(device)
 
 
 def task_weights(
@@ -82,13 +102,21 @@ def reptile_direction(
     """
     params = {name: p.detach() for name, p in params.items()}
     strategy = resolve_strategy(strategy, tasks.support_x.device, stacks=True)
+    support_x, support_y = tasks.support_x, tasks.support_y
+    num_tasks, num_rows = support_y.shape[:2]
+    if inner.batch_size is not None and inner.batch_size < num_rows:
+        # Lay each task's minibatches out one after the other; the inner loop then takes them in order.
+        rows = task_minibatches(num_tasks, num_rows, inner.batch_size, inner.steps, support_x.device)
+        support_x = torch.stack([x[r] for x, r in zip(support_x, rows)])
+        support_y = torch.stack([y[r] for y, r in zip(support_y, rows)])
+        inner = replace(inner, shuffle=False)
     # No derivative flows through Reptile's inner steps: they are first order by definition.
     network, sgd_steps = stacked_network(strategy, model, replace(inner, first_order=True))
     differentiate = DIFFERENTIATE[strategy]
     weights = over_tasks(
         lambda *args: task_weights(network, sgd_steps, differentiate, *args),
         (params,),
-        (tasks.support_x, tasks.support_y),
+        (support_x, support_y),
         strategy,
     )
     return ReptileStep({name: params[name] - weights[name].mean(0) for name in params}, strategy)

@@ -81,3 +81,42 @@ def test_a_few_reptile_steps_on_sinusoids_lower_the_loss_after_adaptation():
         optimizer.step()
     after = adapt(model, params, held_out, inner).query_loss.item()
     assert after < 0.75 * before, f"post-adaptation MSE {before:.3f} -> {after:.3f}"
+
+
+def test_each_task_shuffles_its_own_support_set_for_its_minibatches():
+    """As openai/supervised-reptile's _mini_batches: a fresh shuffle per task and per pass, batches may span passes."""
+    torch.manual_seed(0)
+    rows = reptile.task_minibatches(num_tasks=4, num_rows=12, batch_size=5, steps=5, device="cpu")
+    assert rows.shape == (4, 25)
+    for task in rows:
+        assert sorted(task[:12].tolist()) == list(range(12))  # the first pass visits every row once
+        assert sorted(task[12:24].tolist()) == list(range(12))  # and so does the second
+    first_batches = {tuple(task[:5].tolist()) for task in rows}
+    assert len(first_batches) == 4, "every task draws its own order"
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
+def test_reptile_on_minibatches_is_adam_on_each_tasks_own_shuffled_rows(strategy):
+    """The direction equals torch.optim.Adam(β1 = 0), fresh per task, on the rows task_minibatches deals that task."""
+    model, tasks = tiny_convnet(), random_tasks(3, shots=4)  # 12 support rows per task
+    params = parameters_of(model)
+    phi = {n: p.detach().clone() for n, p in params.items()}
+    inner = InnerLoop(steps=4, lr=0.01, optimizer="adam", batch_size=5)
+    torch.manual_seed(7)
+    direction = reptile.reptile_direction(model, params, tasks, inner, strategy=strategy).direction
+    torch.manual_seed(7)
+    rows = reptile.task_minibatches(3, 12, 5, 4)
+    moved = {n: torch.zeros_like(p) for n, p in phi.items()}
+    for t in range(3):
+        weights = {n: p.clone().requires_grad_() for n, p in phi.items()}
+        adam = torch.optim.Adam(weights.values(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
+        for step in range(4):
+            batch = rows[t, 5 * step:5 * step + 5]
+            adam.zero_grad()
+            F.cross_entropy(functional_call(model, weights, (tasks.support_x[t][batch],)),
+                            tasks.support_y[t][batch]).backward()
+            adam.step()
+        for n in phi:
+            moved[n] += (phi[n] - weights[n].detach()) / 3
+    for n in phi:
+        torch.testing.assert_close(direction[n], moved[n], rtol=1e-4, atol=1e-6)
