@@ -20,9 +20,7 @@ validated during training, and tested, at ``--ways``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -285,7 +283,7 @@ def config_from_args(args) -> tuple[TrainConfig, str]:
         first_order=args.first_order, query_bn=args.query_bn, log_every=args.log_every,
         validate_every=args.validate_every, validation_tasks=args.validation_tasks,
         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, bf16=args.bf16,
-        strategy=args.strategy, **values,
+        channels_last=args.channels_last, strategy=args.strategy, **values,
     )
     return config, source
 
@@ -327,13 +325,8 @@ def _run_train(args) -> int:
     print(f"{config.algorithm} on {config.dataset}{ways}: {config.steps} meta-steps on {device.type}; "
           f"defaults from {source}", flush=True)
     began = time.perf_counter()
-    if config.bf16 and device.type != "cuda":
-        print(f"warning: --bf16 has no effect on {device.type}: autocast is used on CUDA only; "
-              "training in float32", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="bf16=True")  # said above, in one line
-        result = train(config, model, train_sampler, val_sampler, checkpoint, resume=args.resume,
-                       progress=not args.no_progress)
+    result = train(config, model, train_sampler, val_sampler, checkpoint, resume=args.resume,
+                   progress=not args.no_progress)
     validations = result.column("validation")[1]
     write_json(output, {
         "command": "train",
@@ -521,7 +514,13 @@ def add_parser(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0,
                        help="seeds the initialization and the training (seed) and validation (seed + 1) tasks")
     train.add_argument("--bf16", action="store_true",
-                       help="bfloat16 autocast for the meta-gradient on CUDA (ignored with a warning on the CPU)")
+                       help="bfloat16 autocast for the meta-gradient, on CUDA or on a CPU with bfloat16 units "
+                            "(AVX-512-BF16/AMX); weights stay float32. benchmarks/results/cpu_fast_path.txt "
+                            "measures its speed and gradient error per family")
+    train.add_argument("--channels-last", action="store_true",
+                       help="store the convolutions channels-last (NHWC): float32, 1.2-1.4x faster on a CPU for "
+                            "the episodic classifiers' large batches, no gain for MAML's or Reptile's per-task "
+                            "loops, and not bit-exact (see benchmarks/results/cpu_fast_path.txt)")
     train.add_argument("--strategy", default="auto", choices=("auto", "loop", "vmap", "stacked"),
                        help="run a meta-batch's tasks in a Python loop, batched with vmap, or (MAML's ConvNet with "
                             "MAML, FOMAML, ANIL, Meta-SGD or Reptile) stacked side by side as grouped convolutions "

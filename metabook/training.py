@@ -58,7 +58,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -72,6 +71,7 @@ from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
 from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
+from metabook.models import use_channels_last
 from metabook.mldg import erm_gradient, mldg_gradient
 from metabook.reptile import reptile_direction
 from metabook.runtime import pick_device, seed_everything
@@ -148,8 +148,13 @@ class TrainConfig:
     generators at the start of a fresh run; the command line also derives the
     network's initialization and the samplers' seeds from it.
     ``device``: ``"auto"`` (:func:`metabook.pick_device`), ``"cpu"``,
-    ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast
-    on CUDA (a warning and float32 on the CPU). ``strategy``: how tasks of a
+    ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast,
+    on CUDA or on a CPU with bfloat16 units (AVX-512-BF16, AMX): parameters,
+    optimizer and checkpoints stay float32. ``channels_last``: store the
+    convolutions channels-last (:func:`metabook.models.use_channels_last`):
+    float32, faster on a CPU for the large batches of the episodic
+    classifiers, but not exact (``benchmarks/cpu_fast_path.py`` measures
+    both). ``strategy``: how tasks of a
     batch run, ``"auto"``, ``"loop"`` or ``"vmap"`` (:func:`metabook.inner_loop.pick_strategy`).
     """
 
@@ -183,6 +188,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
+    channels_last: bool = False
     strategy: str = "auto"
     mldg_beta: float = 1.0
 
@@ -362,8 +368,8 @@ def meta_step(
     inner = inner_loop(config)
     for group in optimizer.param_groups:
         group["lr"] = outer_learning_rate(config, step)
-    # bf16 autocast only on CUDA; train() has warned if it was asked for elsewhere.
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and tasks.support_x.is_cuda):
+    # Under autocast, convolutions and matrix products run in bfloat16; everything stored stays float32.
+    with torch.autocast(tasks.support_x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         if config.algorithm == "reptile":
             direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
             loss = accuracy = None
@@ -524,9 +530,6 @@ def train(
         test = evaluate(model, NWayKShotSampler(test_split, 5, 1, 5), result.eval_inner, lrs=result.lrs)
     """
     device = pick_device(None if config.device == "auto" else config.device, verbose=False)
-    if config.bf16 and device.type != "cuda":
-        warnings.warn("bf16=True has no effect on the CPU: autocast is used on CUDA only; training in float32",
-                      stacklevel=2)
     if config.validate_every and val_sampler is None:
         raise ValueError(f"validate_every={config.validate_every} needs a val_sampler (or set validate_every=0)")
     _check_tasks(config, train_sampler, "train_sampler")
@@ -543,6 +546,8 @@ def train(
                          f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
                          f"ways={config.train_ways} (train() switches it to ways={config.ways} to validate)")
     model.to(device)
+    if config.channels_last:
+        use_channels_last(model)
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None
     optimizer = make_optimizer(config, params, lrs)

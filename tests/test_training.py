@@ -158,15 +158,52 @@ def test_mismatched_samplers_losses_and_options_fail_early():
         train(tiny_config(validate_every=1), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2), progress=False)
 
 
-def test_bf16_on_the_cpu_warns_and_trains_in_float32():
-    data = tiny_images()
-    plain = tiny_convnet()
-    train(tiny_config(steps=1), plain, NWayKShotSampler(data, WAYS, 1, 2), progress=False)
-    with pytest.warns(UserWarning, match="bf16=True has no effect on the CPU"):
+def test_bf16_on_the_cpu_runs_the_step_under_autocast_close_to_float32():
+    from metabook.training import meta_step
+
+    tasks = NWayKShotSampler(tiny_images(), WAYS, 1, 2, seed=0).sample(2)
+
+    def gradient(bf16):
         model = tiny_convnet()
-        train(tiny_config(steps=1, bf16=True), model, NWayKShotSampler(data, WAYS, 1, 2), progress=False)
-    for p, q in zip(plain.parameters(), model.parameters()):
-        assert torch.equal(p, q)
+        params = parameters_of(model)
+        sgd = torch.optim.SGD(params.values(), lr=1.0)  # θ − 1·g: the step is the meta-gradient
+        before = torch.cat([p.detach().flatten() for p in params.values()])
+        meta_step(tiny_config(bf16=bf16), model, params, None, sgd, tasks, 0)
+        assert all(p.dtype == torch.float32 for p in params.values())
+        return before - torch.cat([p.detach().flatten() for p in params.values()])
+
+    full, half = gradient(False), gradient(True)
+    assert not torch.equal(full, half), "bf16=True made no difference: autocast did not run"
+    assert F.cosine_similarity(full, half, dim=0) > 0.99
+    assert (full - half).norm() < 0.1 * full.norm()
+
+
+def test_channels_last_stores_the_convolutions_so_and_computes_the_same_step_nearly():
+    from metabook.models import use_channels_last
+    from metabook.protonets import PrototypicalNetwork
+    from metabook.training import meta_step
+
+    def protonet():
+        torch.manual_seed(0)
+        return PrototypicalNetwork(ConvNet(None, in_channels=1, filters=4, downsample="stride", image_size=8,
+                                           blocks=2), WAYS)
+
+    trained = protonet()
+    train(tiny_config(algorithm="protonet", steps=1, channels_last=True), trained,
+          NWayKShotSampler(tiny_images(), WAYS, 1, 2), progress=False)
+    convolution = [m for m in trained.modules() if isinstance(m, torch.nn.Conv2d)][1].weight  # 4 input channels
+    assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
+
+    tasks = NWayKShotSampler(tiny_images(), WAYS, 1, 2, seed=0).sample(1)
+    steps = []
+    for model in (protonet(), use_channels_last(protonet())):
+        params = parameters_of(model)
+        before = torch.cat([p.detach().flatten() for p in params.values()])
+        meta_step(tiny_config(algorithm="protonet"), model, params, None,
+                  torch.optim.SGD(params.values(), lr=1.0), tasks, 0)
+        steps.append(before - torch.cat([p.detach().flatten() for p in params.values()]))
+    # float32 both, but oneDNN's channels-last weight gradients sum in another order (see the benchmark).
+    assert (steps[0] - steps[1]).norm() < 1e-2 * steps[0].norm()
 
 
 # ── Checkpoints ──────────────────────────────────────────────────────────────
