@@ -45,7 +45,8 @@ from timing import command_line, header, median_ms, random_tasks, report, settle
 
 from metabook.inner_loop import parameters_of  # noqa: E402
 from metabook.models import use_channels_last  # noqa: E402
-from metabook.train_cli import build_model, paper_defaults  # noqa: E402
+from metabook.setups import build_model  # noqa: E402
+from metabook.train_cli import paper_defaults  # noqa: E402
 from metabook.training import TrainConfig, make_optimizer, meta_step  # noqa: E402
 
 FORMS = {"nchw": (False, False), "cl": (True, False), "nchw+bf16": (False, True), "cl+bf16": (True, True)}
