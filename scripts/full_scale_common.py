@@ -199,6 +199,17 @@ def train_run(label: str, config: TrainConfig, model: torch.nn.Module, sampler, 
     return train(config, model, sampler, val_sampler, checkpoint, resume=True, progress=not args.no_progress)
 
 
+def test_record(evaluation, split: str, seed: int, ways: int, shots: int, queries: int) -> dict:
+    """A run's ``test`` entry: the score (:meth:`metabook.evaluation.Evaluation.as_dict`), the exact protocol that
+    re-draws its test tasks (``metabook.pretrained.evaluate`` reads it), and the per-task scores, for paired
+    comparisons of methods on the same tasks."""
+    return {**evaluation.as_dict(),
+            "protocol": {"split": split, "seed": seed, "num_tasks": evaluation.num_tasks, "ways": ways,
+                         "shots": shots, "queries": queries, "query_bn": evaluation.query_bn,
+                         "inner_steps": evaluation.inner_steps, "tasks_per_batch": evaluation.tasks_per_batch},
+            "per_task": [round(float(score), 6) for score in evaluation.per_task]}
+
+
 def run_record(trained: TrainResult, config: TrainConfig, checkpoint: Path, evaluation_began: float,
                **fields) -> dict:
     """A run's entry in the results file: its own ``fields`` (``test``, ``paper``, ...), then what every run records.

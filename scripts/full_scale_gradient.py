@@ -62,7 +62,7 @@ from metabook.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, paper_number, print_table,  # noqa: E402
-                               run_record, save, score, settle, train_run)
+                               run_record, save, score, settle, test_record, train_run)
 
 TARGET = {"run": "maml-5way-1shot", "accuracy": 0.98}
 
@@ -118,7 +118,7 @@ def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
     print(f"{run.name}: {test}; paper {run.paper}; trained in {trained.wall_time_s / 60:.1f} min", flush=True)
     return run_record(trained, config, checkpoint, began,
                       algorithm=run.algorithm, setting=f"Omniglot {run.ways}-way 1-shot", paper=run.paper,
-                      test=test.as_dict(), batch_norm=batch_norm_mode(model, config.query_bn),
+                      test=test_record(test, "test", 0, run.ways, config.shots, config.queries), batch_norm=batch_norm_mode(model, config.query_bn),
                       validation=dict(zip(*trained.column("validation"))))
 
 

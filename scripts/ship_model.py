@@ -1,0 +1,67 @@
+"""Ship a full-scale run's trained network with the package: ``metabook/pretrained/NAME.pt`` and its index entry.
+
+    .venv/bin/python scripts/ship_model.py results/gradient_based.json maml-5way-1shot maml-omniglot-5w1s
+
+Reads the run's record in the results file (its checkpoint, configuration,
+test score with its protocol, provenance) and the checkpoint itself, keeps
+only what evaluation needs (the float32 weights, Meta-SGD's rates, the
+configuration: no optimizer state), and writes the weights file and its entry
+in ``metabook/pretrained/index.json`` with the file's SHA-256. Then it loads
+the model back with :func:`metabook.pretrained.load` as a check.
+``metabook.pretrained.evaluate(NAME)`` re-scores it on the recorded tasks, and
+``tests/test_pretrained.py`` does so for every shipped model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from metabook import pretrained
+from metabook.checkpoint import load_checkpoint, write_json
+from metabook.data.storage import atomic_output
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a results file written by scripts/full_scale_*.py")
+    parser.add_argument("run", help="the run's name in that file")
+    parser.add_argument("name", help="the shipped model's name, e.g. maml-omniglot-5w1s")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="the checkpoint (default: the run's own)")
+    args = parser.parse_args(argv)
+
+    results = json.loads(args.results.read_text())
+    if results.get("smoke"):
+        raise SystemExit(f"{args.results} was written by --smoke: its numbers mean nothing; ship a full run")
+    run = results["runs"][args.run]
+    if "protocol" not in run["test"]:
+        raise SystemExit(f"run {args.run!r} records no test protocol; score it again with the current script")
+    state = load_checkpoint(args.checkpoint or run["checkpoint"])
+    if state["step"] != run["config"]["steps"]:
+        raise SystemExit(f"the checkpoint is at step {state['step']} of {run['config']['steps']}: finish the run first")
+    weights = {"format": pretrained.FORMAT, "config": state["config"],
+               "model": {k: v.contiguous() for k, v in state["model"].items()}, "lrs": state["lrs"]}
+    file = f"{args.name}.pt"
+    with atomic_output(pretrained.FOLDER / file) as temporary:
+        torch.save(weights, temporary)
+    test = {k: v for k, v in run["test"].items() if k != "per_task"}
+    index_path = pretrained.FOLDER / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    index[args.name] = {
+        "file": file, "sha256": pretrained.file_digest(pretrained.FOLDER / file),
+        "source": {"results": str(args.results), "run": args.run, "script": results.get("script")},
+        "paper": run["paper"], "test": test, "trained_steps": state["step"],
+        "training_wall_time_s": run["training_wall_time_s"], "provenance": run["provenance"],
+    }
+    write_json(index_path, dict(sorted(index.items())))
+    shipped = pretrained.load(args.name)
+    size = (pretrained.FOLDER / file).stat().st_size
+    print(f"shipped {args.name}: {size / 1024:.0f} KB, {type(shipped.model).__name__}, "
+          f"recorded test {100 * test['mean']:.2f}% ± {100 * test['ci95']:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
