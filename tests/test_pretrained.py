@@ -1,0 +1,98 @@
+"""Shipped models: each re-scores to its recorded accuracy; a corrupt, missing or foreign file is refused unread."""
+import json
+import pickle
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from metabook import pretrained
+from metabook.models import sinusoid_mlp
+from metabook.training import TrainConfig
+
+
+def ship(folder, name="tiny-sine", payload=None):
+    """A shipped sine-wave MLP in ``folder``: its weights file and index entry, as scripts/ship_model.py writes."""
+    config = TrainConfig(dataset="sinusoid", loss="mse", ways=1, shots=5, queries=5, inner_lr=0.01, device="cpu")
+    torch.manual_seed(0)
+    state = payload or {"format": pretrained.FORMAT, "config": asdict(config),
+                        "model": sinusoid_mlp().state_dict(), "lrs": None}
+    torch.save(state, folder / f"{name}.pt")
+    entry = {"file": f"{name}.pt", "sha256": pretrained.file_digest(folder / f"{name}.pt"),
+             "test": {"metric": "mse", "mean": 1.0, "ci95": 0.1}}
+    (folder / "index.json").write_text(json.dumps({name: entry}))
+    return folder / f"{name}.pt"
+
+
+@pytest.fixture
+def shipping(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path)
+    return tmp_path
+
+
+def test_a_shipped_model_loads_with_its_configuration(shipping):
+    ship(shipping)
+    shipped = pretrained.load("tiny-sine")
+    assert pretrained.available() == ("tiny-sine",)
+    assert shipped.config.dataset == "sinusoid" and shipped.eval_inner.lr == 0.01
+    torch.manual_seed(0)
+    for p, q in zip(shipped.model.parameters(), sinusoid_mlp().parameters()):
+        assert torch.equal(p, q)
+
+
+def test_unknown_missing_and_corrupted_files_are_refused_with_one_clear_error(shipping):
+    with pytest.raises(ValueError, match="no shipped model named 'nope'"):
+        pretrained.load("nope")
+    path = ship(shipping)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its SHA-256.*not loaded"):
+        pretrained.load("tiny-sine")
+    path.unlink()
+    with pytest.raises(ValueError, match="weights of 'tiny-sine' are missing"):
+        pretrained.load("tiny-sine")
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('code ran')",))
+
+
+def test_a_file_carrying_code_is_never_run_even_with_a_matching_checksum(shipping):
+    path = ship(shipping)
+    path.write_bytes(pickle.dumps({"format": pretrained.FORMAT, "payload": Boom()}))
+    entry = json.loads((shipping / "index.json").read_text())
+    entry["tiny-sine"]["sha256"] = pretrained.file_digest(path)
+    (shipping / "index.json").write_text(json.dumps(entry))
+    with pytest.raises(ValueError, match="could not be read as tensors"):
+        pretrained.load("tiny-sine")
+
+
+def test_a_file_of_another_format_is_refused(shipping):
+    ship(shipping, payload={"format": "something else"})
+    with pytest.raises(ValueError, match="not a shipped metabook model"):
+        pretrained.load("tiny-sine")
+
+
+SHIPPED = pretrained.available()
+
+
+def test_the_book_ships_its_full_scale_models():
+    assert "maml-omniglot-5w1s" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_rescores_to_its_recorded_accuracy(name, real_mirror, real_cache):
+    """The recorded protocol re-draws the very test tasks; one CPU thread, as when the score was recorded."""
+    recorded = pretrained.load(name).results["test"]
+    size = (pretrained.FOLDER / f"{name}.pt").stat().st_size
+    assert size < 1_000_000, f"{name} weighs {size} bytes: ship float32 weights only"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = pretrained.evaluate(name, cache=real_cache, mirror=real_mirror)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.num_tasks == recorded["num_tasks"] == 600 and again.query_bn == recorded["query_bn"]
+    assert again.mean == pytest.approx(recorded["mean"], abs=1e-6)
