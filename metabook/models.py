@@ -246,8 +246,10 @@ def sinusoid_mlp() -> SinusoidMLP:
     return SinusoidMLP(hidden=40)
 
 
-def use_channels_last(model: nn.Module) -> nn.Module:
+def use_channels_last(model: nn.Module, on: bool = True) -> nn.Module:
     """Store ``model``'s convolution weights channels-last (NHWC) and convert every ConvNet's input to match.
+
+    ``on=False`` goes back to the default layout (NCHW).
 
     Plain float32, the same numbers up to the order of summation, and on a
     CPU with oneDNN often much faster for large batches (measured in
@@ -256,8 +258,8 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     ``[B, C, H, W]`` before the first convolution, where the ConvNet converts
     it. Returns ``model``, changed in place.
     """
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
     for module in model.modules():
         if isinstance(module, ConvNet):
-            module.channels_last = True
+            module.channels_last = on
     return model

@@ -1,4 +1,4 @@
-"""Prototypical Networks on Omniglot at full scale, on one GPU: the numbers behind the chapter's table.
+"""Prototypical Networks on Omniglot at full scale, on two CPU cores or a GPU: the numbers behind the chapter's table.
 
     .venv/bin/python scripts/full_scale_protonets.py                          # every run -> results/protonets.json
     .venv/bin/python scripts/full_scale_protonets.py --runs protonet-vinyals  # one run (merged into that file)
@@ -6,11 +6,12 @@
 
 Each run meta-trains a :class:`metabook.protonets.PrototypicalNetwork` with
 :func:`metabook.training.train` (``algorithm="protonet"``) on 60-way 1-shot
-episodes with 5 queries per class, Adam with learning rate 1e-3 and one
-episode per update, as Snell et al. (2017, Sec. 3.1) trained for Omniglot,
-and tests with :func:`metabook.evaluation.evaluate` on 1,000 episodes of 15
-queries per class (their test episodes: 1,000, and the authors' code's
-default of 15 test queries), in both batch-norm modes.
+episodes with 5 queries per class (1-shot, or 5-shot for the 5-shot
+tests), Adam with learning rate 1e-3 and one episode per update, as Snell et
+al. (2017, Sec. 3.1) trained for Omniglot, and tests with
+:func:`metabook.evaluation.evaluate` on 1,000 episodes of 15 queries per
+class (their test episodes: 1,000, and the authors' code's default of 15
+test queries), in both batch-norm modes.
 
 ===================  ===============================  ==========================================
 run                  trained on                       tested on (paper, Table 1)
@@ -19,6 +20,10 @@ protonet-vinyals     metabook's 1100-character split  test split, 5-way 1-shot (
                      with rotations (MAML's body)     20-way 1-shot (96.0%)
 protonet-snell-enc   the same, Snell et al.'s         the same
                      max-pooling encoder
+protonet-5shot       the same, 60-way 5-shot          5-way 5-shot (99.7%), 20-way 5-shot (98.9%)
+protonet-vinyals-    as protonet-vinyals, under       as protonet-vinyals: does the CPU fast
+bf16                 bfloat16 autocast, channels-     path (benchmarks/cpu_fast_path.py) keep
+                     last                             the accuracy?
 protonet-lake        Lake et al.'s background set     Lake et al.'s 20 one-shot runs (people: 4.5%
                      (30 alphabets), with rotations   error) and 20-way 1-shot episodes of the
                                                       evaluation set
@@ -49,18 +54,19 @@ import torch
 
 from metabook.data import NWayKShotSampler, load_omniglot, load_omniglot_runs, score_one_shot
 from metabook.evaluation import evaluate
+from metabook.models import use_channels_last
 from metabook.protonets import PrototypicalNetwork, omniglot_embedding, one_shot_classifier
 from metabook.runtime import seed_everything
 from metabook.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, print_table, run_record, save, score,  # noqa: E402
-                               settle, train_run)
+                               settle, test_record, train_run)
 
 TRAIN_WAYS, QUERIES, TEST_QUERIES, LEARNING_RATE, HALVING_EVERY = 60, 5, 15, 1e-3, 2_000
 STEPS = 20_000
 # Snell et al. (2017), Table 1: Omniglot, Euclidean distance, trained 60-way 1-shot, mean over 1,000 test episodes.
-PAPER = {"5-way 1-shot": 0.988, "20-way 1-shot": 0.960}
+PAPER = {"5-way 1-shot": 0.988, "20-way 1-shot": 0.960, "5-way 5-shot": 0.997, "20-way 5-shot": 0.989}
 PAPER_SOURCE = "Snell et al. (2017), Table 1"
 LAKE_REFERENCE = "people 4.5% error (Lake et al., 2015); chance 95%"
 DEVIATIONS = ("a fixed number of episodes "
@@ -75,10 +81,14 @@ class Run:
     train_split: str  # load_omniglot split; "background" gets rotations added here
     downsample: str  # "stride": MAML's body; "maxpool": Snell et al.'s encoder
     lake: bool  # test on Lake et al.'s runs and the evaluation set instead of the test split
+    shots: int = 1  # in training and test episodes
+    fast: bool = False  # the CPU fast path: bfloat16 autocast and channels-last convolutions
 
 
 RUNS = (
     Run("protonet-vinyals", "train", "stride", lake=False),
+    Run("protonet-5shot", "train", "stride", lake=False, shots=5),
+    Run("protonet-vinyals-bf16", "train", "stride", lake=False, fast=True),
     Run("protonet-snell-enc", "train", "maxpool", lake=False),
     Run("protonet-lake", "background", "stride", lake=True),
 )
@@ -93,8 +103,9 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
         values.update(steps=3, validate_every=3, validation_tasks=4, checkpoint_every=2, log_every=1)
     if run.lake:  # Lake et al.'s protocol has no validation alphabets
         values["validate_every"] = 0
-    return TrainConfig(algorithm="protonet", dataset=f"omniglot-{run.train_split}", ways=args.train_ways, shots=1,
-                       queries=QUERIES, meta_lr=LEARNING_RATE, meta_lr_halving_every=HALVING_EVERY, seed=args.seed, device=str(device), bf16=args.bf16,
+    return TrainConfig(algorithm="protonet", dataset=f"omniglot-{run.train_split}", ways=args.train_ways,
+                       shots=run.shots, queries=QUERIES, meta_lr=LEARNING_RATE, meta_lr_halving_every=HALVING_EVERY,
+                       seed=args.seed, device=str(device), bf16=args.bf16 or run.fast, channels_last=run.fast,
                        **values)
 
 
@@ -104,14 +115,15 @@ def load_train_split(name: str, args, device):
     return (data.with_rotations((0, 1, 2, 3)) if name == "background" else data).to(device)
 
 
-def test_scores(model: PrototypicalNetwork, data, ways: int, args, seed: int) -> dict:
-    """Both batch-norm modes on the same ``args.test_tasks`` episodes (same sampler seed)."""
+def test_scores(model: PrototypicalNetwork, data, ways: int, args, seed: int, shots: int = 1) -> dict:
+    """Both batch-norm modes on the same ``args.test_tasks`` episodes (same sampler seed), in float32."""
     scores = {}
     for mode in ("transductive", "inductive"):
-        sampler = NWayKShotSampler(data, ways, 1, TEST_QUERIES, seed=seed)
+        sampler = NWayKShotSampler(data, ways, shots, TEST_QUERIES, seed=seed)
         learner = PrototypicalNetwork(model.embedding, ways, mode)
-        scores[mode] = evaluate(learner, sampler, None, num_tasks=args.test_tasks, strategy=args.strategy,
-                                progress=not args.no_progress).as_dict()
+        test = evaluate(learner, sampler, None, num_tasks=args.test_tasks, strategy=args.strategy,
+                        progress=not args.no_progress)
+        scores[mode] = test_record(test, "test", seed, ways, shots, TEST_QUERIES)
     return scores
 
 
@@ -120,17 +132,19 @@ def do_run(run: Run, args, device: torch.device) -> dict:
     seed_everything(config.seed)
     model = PrototypicalNetwork(omniglot_embedding(64, run.downsample), ways=config.ways)
     train_data = load_train_split(run.train_split, args, device)
-    train_sampler = NWayKShotSampler(train_data, config.ways, 1, QUERIES, config.seed)
+    train_sampler = NWayKShotSampler(train_data, config.ways, run.shots, QUERIES, config.seed)
     val_sampler = None
     if config.validate_every:
         val_data = load_omniglot("val", cache=args.cache, mirror=args.mirror).to(device)
-        val_sampler = NWayKShotSampler(val_data, config.ways, 1, QUERIES, config.seed + 1)
+        val_sampler = NWayKShotSampler(val_data, config.ways, run.shots, QUERIES, config.seed + 1)
     checkpoint = args.checkpoints / f"{run.name}.pt"
     trained = train_run(run.name, config, model, train_sampler, val_sampler, checkpoint, args,
-                        unit=f"episodes of {config.ways}-way 1-shot")
+                        unit=f"episodes of {config.ways}-way {run.shots}-shot")
 
     began = time.perf_counter()
-    result = {"setting": f"Omniglot, trained {config.ways}-way 1-shot on {run.train_split}",
+    use_channels_last(model, on=False)  # tested in float32 and the default layout, as every other run
+    result = {"setting": f"Omniglot, trained {config.ways}-way {run.shots}-shot on {run.train_split}"
+                         + (" (bfloat16 autocast, channels-last)" if run.fast else ""),
               "embedding": "MAML's Omniglot body (strided convolutions)" if run.downsample == "stride"
               else "Snell et al.'s encoder (max-pooling)"}
     # "tests": every setting in both batch-norm modes; "test": the headline number (transductive, as the
@@ -148,9 +162,10 @@ def do_run(run: Run, args, device: torch.device) -> dict:
                            f"characters); Lake et al.'s runs: {LAKE_REFERENCE}")
     else:
         test_data = load_omniglot("test", cache=args.cache, mirror=args.mirror).to(device)
-        result["tests"] = {f"{ways}-way 1-shot": test_scores(model, test_data, ways, args, seed=0) for ways in (5, 20)}
-        result["test_setting"] = "5-way 1-shot"
-        result["paper"] = f"{100 * PAPER['5-way 1-shot']:.1f} ({PAPER_SOURCE}, 5-way 1-shot)"
+        result["tests"] = {f"{ways}-way {run.shots}-shot": test_scores(model, test_data, ways, args, 0, run.shots)
+                           for ways in (5, 20)}
+        result["test_setting"] = f"5-way {run.shots}-shot"
+        result["paper"] = f"{100 * PAPER[result['test_setting']]:.1f} ({PAPER_SOURCE}, {result['test_setting']})"
         result["paper_by_setting"] = {**PAPER, "source": PAPER_SOURCE}
     result["test"] = result["tests"][result["test_setting"]]["transductive"]
     # validation: accuracy on 60-way 1-shot episodes of the val split (the training way), every 1000 episodes
