@@ -218,6 +218,8 @@ def run_record(trained: TrainResult, config: TrainConfig, checkpoint: Path, eval
     """
     return {
         **fields,
+        # The learning curve's validation points, with training time: the results page plots them.
+        "curve": [asdict(point) for point in trained.curve if point.validation is not None],
         "training_wall_time_s": trained.wall_time_s,
         "evaluation_wall_time_s": time.perf_counter() - evaluation_began,
         "checkpoint": str(checkpoint),

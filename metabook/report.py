@@ -1,0 +1,119 @@
+"""The book's results page, from the files in ``results/``: paper against metabook for every full-scale run.
+
+Every ``scripts/full_scale_*.py`` writes one results file with one schema
+(``scripts/full_scale_common.py``): per run a headline ``test`` score (mean
+and the half-width of a 95% confidence interval over test tasks), the
+``paper``'s number with its source, the configuration, the provenance
+(hardware, torch, commit) and the wall times. :func:`result_rows` reads them
+all into :class:`ResultRow` s, :func:`markdown_table` writes the table the
+results page shows, and :func:`plot_against_training_time` draws validation
+accuracy against training time for every run that recorded its curve.
+
+What a ``±`` means here: the 95% interval of the mean over the test tasks of
+*one* training run (task-sampling noise), not the spread over training seeds;
+``seeds`` says how many runs stand behind a row.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ResultRow", "UNAVAILABLE", "result_rows", "markdown_table", "plot_against_training_time"]
+
+# Data sets the full-scale scripts cannot run here, and why: rows that say so instead of being left out.
+UNAVAILABLE = {
+    "mini-ImageNet": "no download: its images come from ImageNet, whose licence forbids redistribution; "
+                     "metabook's loader reads a copy you have (tested on a fixture in the real format)",
+    "CIFAR-FS": "no mirror here (CIFAR-100 is a 160 MB download); the loader is tested on a fixture in the real format",
+}
+
+
+@dataclass
+class ResultRow:
+    """One full-scale run: ``score`` and ``ci95`` in the metric's units (accuracy as a fraction, or MSE)."""
+
+    source: str  # results file
+    run: str
+    method: str
+    setting: str
+    metric: str
+    score: float
+    ci95: float
+    paper: str
+    protocol: str  # how it was scored: test tasks, queries per class, batch norm
+    differences: str  # where the setup differs from the paper's
+    seeds: int
+    steps: int
+    hardware: str
+    training_minutes: float
+    curve: list[tuple[float, float]]  # (training minutes, validation score), when recorded
+
+
+def _protocol(test: dict, config: dict) -> str:
+    queries = test.get("protocol", {}).get("queries", config.get("queries"))
+    parts = [f"{test['num_tasks']} tasks"]
+    if test["metric"] == "accuracy" and queries:
+        parts.append(f"{queries} queries/class")
+    if test.get("query_bn", "none") != "none":
+        parts.append(f"{test['query_bn']} BN")
+    if test.get("inner_steps"):
+        parts.append(f"{test['inner_steps']} test steps")
+    return ", ".join(parts)
+
+
+def _curve(run: dict) -> list[tuple[float, float]]:
+    return [(point["training_s"] / 60, point["validation"]) for point in run.get("curve", [])
+            if point.get("validation") is not None and point.get("training_s") is not None]
+
+
+def result_rows(folder: str | Path = "results") -> list[ResultRow]:
+    """Every run of every ``*.json`` results file in ``folder`` (smoke-test files skipped), sorted by file and run."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        results = json.loads(path.read_text())
+        if results.get("smoke") or "runs" not in results:
+            continue
+        for name, run in results["runs"].items():
+            config, test, where = run["config"], run["test"], run["provenance"]
+            hardware = where["device_name"] + (f", {where['cpu_threads']} threads" if "cpu_threads" in where else "")
+            rows.append(ResultRow(
+                source=path.name, run=name, method=run.get("algorithm") or config["algorithm"],
+                setting=run.get("setting") or run.get("test_setting") or config.get("dataset", ""),
+                metric=test["metric"], score=test["mean"], ci95=test["ci95"], paper=run["paper"],
+                protocol=_protocol(test, config), differences=run.get("deviations_from_paper", ""),
+                seeds=len(run.get("seeds", [config.get("seed")])), steps=config["steps"], hardware=hardware,
+                training_minutes=run["training_wall_time_s"] / 60, curve=_curve(run)))
+    return rows
+
+
+def _score(row: ResultRow) -> str:
+    if row.metric == "accuracy":
+        return f"{100 * row.score:.2f} ± {100 * row.ci95:.2f}%"
+    return f"{row.score:.3f} ± {row.ci95:.3f} (MSE)"
+
+
+def markdown_table(rows: list[ResultRow], unavailable: dict[str, str] = UNAVAILABLE) -> str:
+    """The results page's table: one line per run, then one per data set that cannot be run here."""
+    header = ["method", "run", "setting", "metabook", "paper", "scored on", "seeds", "steps", "trained on",
+              "training", "differs from the paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.method, row.run, row.setting, _score(row), row.paper, row.protocol, str(row.seeds),
+                 f"{row.steps:,}", row.hardware, f"{row.training_minutes:.0f} min", row.differences or "—"]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    for data, why in unavailable.items():
+        lines.append("| " + " | ".join(["every method", "—", data, "not run", "—", "—", "—", "—", "—", "—", why])
+                     + " |")
+    return "\n".join(lines)
+
+
+def plot_against_training_time(rows: list[ResultRow], ax) -> None:
+    """Validation accuracy against training minutes, one line per run that recorded its curve (matplotlib ``ax``)."""
+    for row in rows:
+        if row.curve and row.metric == "accuracy":
+            minutes, scores = zip(*row.curve)
+            ax.plot(minutes, [100 * s for s in scores], marker=".", label=row.run)
+    ax.set_xlabel("training time (minutes, wall clock)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize="small")
