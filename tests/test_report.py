@@ -31,3 +31,36 @@ def test_the_table_shows_the_score_its_interval_the_paper_and_the_data_sets_not_
     assert "| maml | maml-5way-1shot | Omniglot 5-way 1-shot | 98.00 ± 0.40% | 98.7 ± 0.4 (Finn et al., 2017) |" in table
     for data in UNAVAILABLE:
         assert f"| {data} | not run |" in table
+
+
+def test_the_report_command_tables_and_plots_runs_and_warns_when_protocols_differ(tmp_path, capsys):
+    from metabook.cli import main
+
+    common = ["--data", "sinusoid", "--steps", "4", "--meta-batch", "2", "--validate-every", "2",
+              "--validation-tasks", "3", "--no-progress", "--device", "cpu"]
+    for name, algorithm in (("a", "maml"), ("b", "fomaml")):
+        assert main(["train", "--algorithm", algorithm, "--checkpoint", str(tmp_path / f"{name}.pt"), *common]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "a.pt"), "--tasks", "4", "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "b.pt"), "--tasks", "4", "--queries", "3",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "report.png"
+    assert main(["report", str(tmp_path / "a.pt"), str(tmp_path / "b.test.json"), "--plot", str(plot)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "method", "setting"]
+    assert lines[1].startswith("a ") and "maml" in lines[1] and "4 test tasks, 10 queries" in lines[1]
+    assert lines[2].startswith("b ") and "fomaml" in lines[2] and "3 queries" in lines[2]
+    assert "different protocols" in err and "queries: 10 (a), 3 (b)" in err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_command_refuses_what_is_not_a_run_in_one_line(tmp_path, capsys):
+    from metabook.cli import main
+
+    junk = tmp_path / "junk.train.json"
+    junk.write_bytes(b"\x00not json")
+    assert main(["report", str(junk)]) == 1
+    assert main(["report", str(tmp_path / "missing.pt")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "not a readable JSON file" in err[0] and "no run at" in err[1]
