@@ -38,7 +38,8 @@ from metabook.episodic import episode_outputs, is_episodic
 from metabook.inner_loop import InnerLoop, Params, adapt, parameters_of
 from metabook.models import TaskBatchNorm2d
 
-__all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode"]
+__all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode",
+           "SeedSummary", "t_quantile", "over_seeds", "paired_difference"]
 
 TEST_TASKS = 600  # MAML's reference code (NUM_TEST_POINTS), Prototypical Networks and most papers since
 Z_95 = 1.96  # the two-sided 95% quantile of the normal distribution
@@ -173,3 +174,93 @@ def evaluate(
         tasks_per_batch=tasks_per_batch,
         per_task=per_task,
     )
+
+
+# ── Several training runs: the mean over seeds and its t-interval ────────────
+#
+# The interval of an Evaluation is over test tasks: it says how much one trained network's score would move with
+# another draw of tasks. Whether one *method* beats another is a question about training runs, which differ by
+# their seed: train each method with several seeds, score every run on the same test tasks, and compare the
+# per-seed differences with a t-interval (few seeds: the normal quantile 1.96 would be far too narrow).
+
+
+@dataclass
+class SeedSummary:
+    """The mean of one number over ``seeds`` training runs and the half-width of its ``confidence`` t-interval.
+
+    ``values``: the per-seed numbers, ``[seeds]``. With one seed the interval is undefined (``nan``).
+    """
+
+    mean: float
+    half_width: float
+    seeds: int
+    confidence: float
+    values: list[float]
+
+    def __str__(self) -> str:
+        return (f"{self.mean:.4f} ± {self.half_width:.4f} ({100 * self.confidence:.0f}% t-interval over "
+                f"{self.seeds} seeds)")
+
+
+def _t_cdf(x: float, df: int, points: int = 4000) -> float:
+    """P(T ≤ x) for Student's t with ``df`` degrees of freedom, x ≥ 0: 1/2 + the density integrated by Simpson's rule."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(t):
+        return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+
+    h = x / points
+    total = density(0.0) + density(x) + sum((4 if i % 2 else 2) * density(i * h) for i in range(1, points))
+    return 0.5 + total * h / 3
+
+
+def t_quantile(probability: float, df: int) -> float:
+    """The ``probability`` quantile (> 0.5) of Student's t with ``df`` ≥ 1 degrees of freedom, by bisection.
+
+    E.g. ``t_quantile(0.975, 2)`` = 4.303: a 95% interval over 3 seeds is 2.2 times wider than with 1.96.
+    """
+    if not 0.5 < probability < 1 or df < 1:
+        raise ValueError(f"need 0.5 < probability < 1 and df >= 1, got {probability} and {df}")
+    low, high = 0.0, 1.0
+    while _t_cdf(high, df) < probability:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _t_cdf(middle, df) < probability else (low, middle)
+    return (low + high) / 2
+
+
+def over_seeds(values, confidence: float = 0.95) -> SeedSummary:
+    """The mean of per-seed ``values`` (a sequence or tensor ``[seeds]``) and its t-interval, ± t·s/√n.
+
+    ``s`` is the sample standard deviation (divisor n − 1), ``t`` the quantile of
+    Student's t with n − 1 degrees of freedom.
+    """
+    values = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten()]
+    n = len(values)
+    if n == 0:
+        raise ValueError("over_seeds needs at least one value")
+    mean = sum(values) / n
+    if n == 1:
+        return SeedSummary(mean, math.nan, 1, confidence, values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return SeedSummary(mean, t_quantile((1 + confidence) / 2, n - 1) * std / math.sqrt(n), n, confidence, values)
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> SeedSummary:
+    """Method ``a`` minus method ``b``, paired on the same test tasks, with a t-interval over seeds.
+
+    ``a``, ``b``: per-task scores ``[seeds, tasks]`` (``Evaluation.per_task`` of
+    each seed's run, stacked; seed i of ``a`` and of ``b`` scored on the very same
+    tasks), or per-seed scores ``[seeds]``. Each seed gives one difference of
+    means, d_i = mean_t (a_it − b_it); their mean and t-interval say whether
+    ``a`` is better than ``b`` beyond the spread of training runs. Pairing on
+    the tasks removes the tasks' difficulty from each d_i.
+    """
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same shape (seeds, tasks), got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}: score both methods on the same tasks with the same seeds")
+    differences = (a - b) if a.dim() == 1 else (a - b).mean(dim=1)
+    return over_seeds(differences, confidence)
+

@@ -111,3 +111,40 @@ def test_regression_reports_the_mean_squared_error():
     assert result.metric == "mse" and result.mean == pytest.approx(result.query_loss, rel=1e-6)
     assert "MSE" in str(result)
     assert TEST_TASKS == 600 and evaluate.__defaults__[0] == 600  # MAML's number of test tasks by default
+
+
+# ── Statistics over training seeds ───────────────────────────────────────────
+
+
+def test_t_quantiles_match_the_printed_tables():
+    from metabook.evaluation import t_quantile
+
+    # Two-sided 95% critical values of Student's t (e.g. NIST/SEMATECH e-Handbook, Table 1.3.6.7.2).
+    for df, value in ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045), (1000, 1.962)):
+        assert t_quantile(0.975, df) == pytest.approx(value, abs=2e-3)
+
+
+def test_over_seeds_is_the_mean_with_a_t_interval():
+    from metabook.evaluation import over_seeds
+
+    summary = over_seeds([0.97, 0.98, 0.99])
+    assert summary.mean == pytest.approx(0.98) and summary.seeds == 3
+    assert summary.half_width == pytest.approx(4.303 * 0.01 / 3 ** 0.5, rel=1e-3)  # s = 0.01, t(2) = 4.303
+    assert math.isnan(over_seeds([0.5]).half_width)
+
+
+def test_paired_differences_remove_the_tasks_difficulty():
+    from metabook.evaluation import over_seeds, paired_difference
+
+    g = torch.Generator().manual_seed(0)
+    difficulty = torch.rand(600, generator=g)  # shared by both methods: the same tasks
+    a = difficulty + 0.02 + 0.01 * torch.randn(3, 600, generator=g)
+    b = difficulty + 0.01 * torch.randn(3, 600, generator=g)
+    paired = paired_difference(a, b)
+    assert paired.mean == pytest.approx(0.02, abs=0.003) and paired.half_width < 0.01
+    assert paired.mean - paired.half_width > 0  # a is better, beyond the spread of seeds
+    # Per-seed means give the same differences; the per-task form is only a convenience.
+    assert paired.values == pytest.approx(paired_difference(a.mean(1), b.mean(1)).values)
+    assert over_seeds(a.mean(1)).mean - over_seeds(b.mean(1)).mean == pytest.approx(paired.mean)
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference(a, b[:2])
