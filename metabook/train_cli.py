@@ -253,8 +253,9 @@ def _run_train(args) -> int:
     print(f"{config.algorithm} on {config.dataset}{ways}: {config.steps} meta-steps on {device.type}; "
           f"defaults from {source}", flush=True)
     began = time.perf_counter()
+    # The curve also goes, point by point, to a JSON-lines file beside the checkpoint: an interrupted run keeps it.
     result = train(config, model, train_sampler, val_sampler, checkpoint, resume=args.resume,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, curve_file=checkpoint.with_suffix(".curve.jsonl"))
     validations = result.column("validation")[1]
     write_json(output, {
         "command": "train",

@@ -55,10 +55,12 @@ run cut into pieces, such as a lent GPU's few minutes at a time, loses nothing.
 """
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +68,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from metabook.data.storage import atomic_output
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
@@ -459,13 +462,24 @@ def _resume_state(config: TrainConfig, checkpoint, resume: bool) -> dict | None:
         state = load_checkpoint(checkpoint)
     except FileNotFoundError:
         return None  # nothing saved yet: the same call starts a run, then resumes it after an interruption
-    ours, theirs = asdict(config), state["config"]
-    differences = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items()
-                   if k != "checkpoint_every" and theirs.get(k) != v]
+    # A checkpoint written before a field existed ran with that field's default.
+    ours = asdict(config)
+    theirs = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
+    differences = [f"{k}: {theirs[k]!r} there, {v!r} here" for k, v in ours.items()
+                   if k not in ("checkpoint_every", "steps") and theirs[k] != v]
     if differences:
         raise ValueError(f"checkpoint {checkpoint} was written by a run with another configuration "
                          f"({'; '.join(differences)}); resume with the same configuration, or start a "
                          "new run with another checkpoint path")
+    if config.steps != theirs["steps"]:
+        # More (or fewer) steps continue the same run, unless the schedule itself depends on the length of the run.
+        if config.steps < state["step"]:
+            raise ValueError(f"checkpoint {checkpoint} has done {state['step']} steps already; to continue it, "
+                             f"ask for at least that many (steps={config.steps})")
+        if config.outer_step_size_final is not None:
+            raise ValueError(f"checkpoint {checkpoint} anneals Reptile's step size over its {theirs['steps']} "
+                             f"steps, so steps={config.steps} would change its schedule: run it to its end, "
+                             "or start a new run")
     return state
 
 
@@ -506,6 +520,7 @@ def train(
     checkpoint=None,
     resume: bool = False,
     progress: bool = True,
+    curve_file=None,
 ) -> TrainResult:
     """Meta-train ``model`` in place with ``config.algorithm``; returns the learning curve.
 
@@ -515,12 +530,16 @@ def train(
     for checkpoints. ``checkpoint``: a file path; written every
     ``config.checkpoint_every`` steps and at the end, atomically.
     ``resume=True``: continue from that file when it exists (its
-    configuration must equal ``config``, ``checkpoint_every`` aside), start
-    afresh when it does not. Interrupted by SIGINT (Ctrl-C, a kernel
+    configuration must equal ``config``, ``checkpoint_every`` aside, and
+    ``steps``, which may grow to extend a finished run unless Reptile's step
+    size anneals over it), start afresh when it does not. Interrupted by SIGINT (Ctrl-C, a kernel
     interrupt) or SIGTERM (``timeout``), training finishes the step under
     way, writes the checkpoint and raises ``KeyboardInterrupt``, so a resumed
     run loses nothing (a second signal stops at once). ``progress``: show a tqdm progress bar; pass
     ``False`` in notebooks whose outputs are compared (the bar prints timings).
+    ``curve_file``: a path; every point of the learning curve is appended to
+    it as one line of JSON as soon as it is made, so an interrupted run keeps
+    its curve (on resume, the file is rewritten with the checkpoint's points first).
 
     A typical chapter::
 
@@ -599,6 +618,10 @@ def train(
             "wall_time_s": elapsed,
         })
 
+    if curve_file is not None:
+        with atomic_output(Path(curve_file)) as temporary:  # the points the run has, then one line per new point
+            temporary.write_text("".join(json.dumps(asdict(point)) + "\n" for point in curve))
+
     began = time.perf_counter()
     # Training time excludes validation and checkpoints; it continues from the last point on resume.
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
@@ -622,6 +645,9 @@ def train(
                     point.validation = validate()
                     not_training += time.perf_counter() - validation_began
                 curve.append(point)
+                if curve_file is not None:
+                    with open(curve_file, "a") as log:
+                        log.write(json.dumps(asdict(point)) + "\n")
                 bar.set_postfix({k: f"{v:.3f}" for k, v in asdict(point).items()
                                  if k not in ("step", "training_s") and v is not None})
             bar.update(1)

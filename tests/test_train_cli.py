@@ -280,3 +280,17 @@ def test_protonet_and_r2d2_presets_halve_the_learning_rate_like_their_papers_cod
         values, source = paper_defaults(algorithm, "omniglot", 5, 1)
         assert values["meta_lr_halving_every"] == 2_000 and "halved every 2,000 episodes" in source
     assert "meta_lr_halving_every" not in paper_defaults("maml", "omniglot", 5, 1)[0]
+
+
+def test_resume_with_more_steps_extends_a_finished_run_and_the_curve_streams_to_a_file(capsys, tmp_path):
+    checkpoint = tmp_path / "sine.pt"
+    common = ["--data", "sinusoid", "--meta-batch", 2, "--log-every", 1, "--checkpoint", checkpoint, "--device", "cpu",
+              "--no-progress"]
+    code, out, err = run(capsys, "train", "--steps", 3, *common)
+    assert code == 0, err
+    assert len((tmp_path / "sine.curve.jsonl").read_text().splitlines()) == 3
+    code, out, err = run(capsys, "train", "--steps", 5, "--resume", *common)
+    assert code == 0, err
+    trained = json.loads((tmp_path / "sine.train.json").read_text())
+    assert trained["steps_done"] == 5 and trained["resumed_from"] == 3 and len(trained["curve"]) == 5
+    assert len((tmp_path / "sine.curve.jsonl").read_text().splitlines()) == 5

@@ -1,7 +1,7 @@
 """The meta-training loop: each algorithm's update checked by hand, exact resume, atomic checkpoints, real learning."""
 import os
 import signal
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -341,6 +341,60 @@ def test_the_curve_records_training_time_that_grows_and_survives_a_resume(tmp_pa
     times = [p.training_s for p in resumed.curve]
     assert times[:2] == saved and len(times) == 3
     assert all(t > 0 for t in times) and times == sorted(times)
+
+
+def test_the_curve_file_keeps_every_point_of_an_interrupted_run_and_is_rewritten_on_resume(tmp_path):
+    import json
+
+    config = TrainConfig(algorithm="fomaml", dataset="sinusoid", loss="mse", shots=5, queries=5, meta_batch=2,
+                         inner_lr=0.01, steps=6, log_every=1, checkpoint_every=2, device="cpu")
+    log = tmp_path / "run.curve.jsonl"
+    with pytest.raises(KeyboardInterrupt):  # dies at step 4: points 1-3 were made, the checkpoint holds 1-2
+        train(config, sinusoid_mlp(), InterruptAfter(SinusoidSampler(5, 5, seed=0), 3),
+              checkpoint=tmp_path / "run.pt", progress=False, curve_file=log)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    resumed = train(config, sinusoid_mlp(), SinusoidSampler(5, 5, seed=0), checkpoint=tmp_path / "run.pt",
+                    resume=True, progress=False, curve_file=log)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines == [asdict(point) for point in resumed.curve] and [p["step"] for p in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_more_steps_extend_a_finished_run_exactly_unless_a_schedule_depends_on_them(tmp_path):
+    config = tiny_config(steps=6, checkpoint_every=3)
+    data = tiny_images()
+
+    def run(steps, checkpoint):
+        model = tiny_convnet()
+        train(replace(config, steps=steps), model, NWayKShotSampler(data, WAYS, 1, 2, seed=3), checkpoint=checkpoint,
+              resume=True, progress=False)
+        return model
+
+    straight = run(6, tmp_path / "straight.pt")
+    run(4, tmp_path / "short.pt")
+    extended = run(6, tmp_path / "short.pt")  # the finished 4-step run, continued to 6
+    for p, q in zip(straight.parameters(), extended.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="has done 6 steps already"):
+        run(5, tmp_path / "short.pt")
+
+    annealed = tiny_config(algorithm="reptile", steps=2, outer_step_size_final=0.0)
+    train(annealed, tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2), checkpoint=tmp_path / "reptile.pt",
+          progress=False)
+    with pytest.raises(ValueError, match="anneals Reptile's step size over its 2 steps"):
+        train(replace(annealed, steps=4), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2),
+              checkpoint=tmp_path / "reptile.pt", resume=True, progress=False)
+
+
+def test_a_checkpoint_from_before_a_configuration_field_existed_resumes_with_its_default(tmp_path):
+    data = tiny_images()
+    train(tiny_config(steps=2), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2), checkpoint=tmp_path / "old.pt",
+          progress=False)
+    state = load_checkpoint(tmp_path / "old.pt")
+    del state["config"]["channels_last"]  # as written before the CPU fast path
+    save_checkpoint(tmp_path / "old.pt", {k: v for k, v in state.items() if k != "format"})
+    result = train(tiny_config(steps=3), tiny_convnet(), NWayKShotSampler(data, WAYS, 1, 2),
+                   checkpoint=tmp_path / "old.pt", resume=True, progress=False)
+    assert result.resumed_from == 2
 
 
 def test_the_meta_learning_rate_halves_on_schedule_and_adam_uses_it():
