@@ -320,6 +320,9 @@ def _run_evaluate(args) -> int:
         "config": asdict(config),
         "evaluation": {"split": args.split, "ways": config.ways, "shots": config.shots,
                        "queries": config.queries, "seed": args.seed, **result.as_dict()},
+        # Each task's score, in the order drawn: two checkpoints scored with the same seed and protocol saw the
+        # same tasks, so their scores pair task by task (metabook.evaluation.paired_difference).
+        "per_task": [round(float(score), 6) for score in result.per_task],
         "wall_time_s": time.perf_counter() - began,
         "provenance": provenance(device),
     })

@@ -111,11 +111,13 @@ def test_train_then_evaluate_on_sinusoids_writes_json_with_the_interval_and_prov
     assert evaluation["metric"] == "mse" and evaluation["num_tasks"] == 30 and evaluation["inner_steps"] == 10
     assert evaluation["ci95"] == pytest.approx(1.96 * evaluation["std"] / math.sqrt(30))
     assert f"MSE {evaluation['mean']:.3f}" in out
+    assert len(result["per_task"]) == 30 and sum(result["per_task"]) / 30 == pytest.approx(evaluation["mean"], abs=1e-5)
     for record in (trained, result):
         provenance = record["provenance"]
         assert provenance["torch"] == torch.__version__ and provenance["device"] == "cpu"
         assert provenance["device_name"] and "git_commit" in provenance and record["wall_time_s"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sine.pt", "sine.train.json", "test.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sine.curve.jsonl", "sine.pt", "sine.train.json",
+                                                          "test.json"]
 
 
 @pytest.mark.parametrize("algorithm", GRADIENT_ALGORITHMS)
