@@ -70,7 +70,8 @@ from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states,
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
-from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
+from metabook import validation
+from metabook.inner_loop import INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
 from metabook.maml import init_learning_rates, meta_gradient
 from metabook.mldg import erm_gradient, mldg_gradient
 from metabook.reptile import reptile_direction
@@ -189,23 +190,22 @@ class TrainConfig:
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.query_bn not in QUERY_BN_MODES:
-            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {self.query_bn!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        validation.choice("loss", self.loss, LOSSES)
+        validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
+        validation.choice("strategy", self.strategy, STRATEGIES)
+        validation.choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         for name in ("ways", "shots", "queries", "meta_batch", "steps", "log_every", "validation_tasks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_inner_steps", "validate_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
-        if self.meta_lr_halving_every is not None and self.meta_lr_halving_every < 1:
-            raise ValueError(f"meta_lr_halving_every must be at least 1 (or None: a constant rate), "
-                             f"got {self.meta_lr_halving_every}")
-        if self.train_shots is not None and self.train_shots < 1:
-            raise ValueError(f"train_shots must be at least 1 (or None: shots), got {self.train_shots}")
+            validation.count(name, getattr(self, name))
+        for name, zero in (("inner_steps", "no adaptation"), ("eval_inner_steps", "no adaptation"),
+                           ("validate_every", "never"), ("checkpoint_every", "only at the end"), ("seed", "")):
+            validation.count(name, getattr(self, name), minimum=0, meaning=zero and f"0: {zero}")
+        validation.optional_count("meta_lr_halving_every", self.meta_lr_halving_every, none_means="a constant rate")
+        validation.optional_count("train_shots", self.train_shots, none_means="shots")
+        validation.optional_count("inner_batch_size", self.inner_batch_size, none_means="the whole support set")
+        # A zero rate is a control (nothing moves); NaN, infinity or a negative rate is a mistake.
+        for name in ("inner_lr", "meta_lr", "outer_step_size", "outer_step_size_final", "mldg_beta"):
+            if getattr(self, name) is not None:
+                validation.rate(name, getattr(self, name), zero_ok=True)
         if self.train_ways is not None and (self.train_ways < 1 or self.algorithm not in EPISODIC_ALGORITHMS):
             raise ValueError(f"train_ways={self.train_ways} needs a positive number and an episodic classifier "
                              f"({', '.join(EPISODIC_ALGORITHMS)}): a network's head fixes its number of ways")
@@ -222,8 +222,6 @@ class TrainConfig:
             if self.algorithm == "mldg" and self.inner_steps != 1:
                 raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
                                  f"got {self.inner_steps}")
-            if self.mldg_beta < 0:
-                raise ValueError(f"mldg_beta must be at least 0, got {self.mldg_beta}")
             if self.validate_every:
                 raise ValueError(f"{self.algorithm} has no validation tasks: set validate_every=0 and score "
                                  "held-out domains with metabook.mldg.domain_accuracy")
