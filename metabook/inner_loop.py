@@ -110,7 +110,8 @@ class InnerLoop:
         validation.optional_count("batch_size", self.batch_size, none_means="the whole support set")
         validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
         if not callable(self.loss):
-            raise TypeError(f"loss must be a function loss(prediction, target), e.g. F.cross_entropy, got {self.loss!r}")
+            raise TypeError(f"loss must be a function loss(prediction, target), e.g. F.cross_entropy, "
+                            f"got {self.loss!r}")
 
     def adapts(self, name: str) -> bool:
         """Whether the parameter ``name`` changes in the inner loop."""

@@ -66,12 +66,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from metabook import validation
+from metabook.checkpoint import checkpoint_lock, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from metabook.cli import UserError
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
-from metabook import validation
-from metabook.inner_loop import INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
+from metabook.inner_loop import (INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of,
+                                 set_gradients)
 from metabook.maml import init_learning_rates, meta_gradient
 from metabook.mldg import erm_gradient, mldg_gradient
 from metabook.reptile import reptile_direction
@@ -92,6 +94,8 @@ __all__ = [
     "outer_learning_rate",
     "reptile_step_size",
     "meta_step",
+    "stop_if_diverged",
+    "TrainingDiverged",
     "train",
 ]
 
@@ -378,12 +382,49 @@ def meta_step(
         else:
             g = meta_gradient(model, params, tasks, inner, lrs, config.strategy)
             direction, lr_grads, loss, accuracy = g.params, g.lrs, g.query_loss, g.query_accuracy
+    stop_if_diverged(config, step, loss, direction, lr_grads)
     optimizer.zero_grad(set_to_none=True)
     set_gradients(params, direction)
     if lrs is not None:
         set_gradients(lrs, lr_grads)
     optimizer.step()
     return loss, accuracy
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A meta-step produced a NaN or an infinity, so training stopped before it could change the weights.
+
+    ``step``: the meta-step (1-based) that diverged; ``quantity``: what was
+    not finite (``"meta-loss"``, or the gradient of a named parameter). The
+    model keeps the weights of the step before, and no checkpoint is written
+    over a good one. A ``RuntimeError``; the command line prints it as one line.
+    """
+
+    def __init__(self, message: str, step: int, quantity: str):
+        super().__init__(message)
+        self.step, self.quantity = step, quantity
+
+
+def stop_if_diverged(config: TrainConfig, step: int, loss: torch.Tensor | None, direction: Params,
+                     lr_grads: Params | None = None) -> None:
+    """Raise :class:`TrainingDiverged` if the meta-loss or the update direction of step ``step`` (0-based) is not finite.
+
+    One reduction over the loss and every gradient, and so one wait for the
+    GPU per step; the culprit is searched for only once something is wrong.
+    """
+    quantities = {"meta-loss": loss, **{f"gradient of {name}": g for name, g in direction.items()},
+                  **{f"gradient of Meta-SGD's rate for {name}": g for name, g in (lr_grads or {}).items()}}
+    bad = validation.non_finite(quantities)
+    if bad is None:
+        return
+    rates = (f"outer_step_size={config.outer_step_size}" if config.algorithm == "reptile"
+             else f"meta_lr={config.meta_lr}")
+    if config.algorithm not in EPISODIC_ALGORITHMS and config.algorithm != "erm":
+        rates = f"inner_lr={config.inner_lr}, {rates}"
+    precision = "; train in float32 (without bf16)" if config.bf16 else ""
+    raise TrainingDiverged(
+        f"training diverged at step {step + 1}: the {bad} is NaN or infinite, so the weights were not updated; "
+        f"lower the learning rate ({rates}){precision}, or check the data for NaN", step + 1, bad)
 
 
 # ── The loop ─────────────────────────────────────────────────────────────────
@@ -514,6 +555,14 @@ def train(
     run loses nothing (a second signal stops at once). ``progress``: show a tqdm progress bar; pass
     ``False`` in notebooks whose outputs are compared (the bar prints timings).
 
+    What can go wrong stops with one clear error: a network the inner loop
+    cannot adapt (batch norm with running statistics, ANIL without ``head.``
+    parameters, fewer outputs than ways) is a ``ValueError`` before any step;
+    a meta-loss or gradient that is NaN or infinite raises
+    :class:`TrainingDiverged` before the weights move, the last checkpoint
+    written staying as it was; another run training into the same
+    ``checkpoint`` raises :class:`metabook.checkpoint.CheckpointInUse`.
+
     A typical chapter::
 
         config = TrainConfig(algorithm="maml", steps=300, meta_batch=8, queries=5)
@@ -540,12 +589,23 @@ def train(
         raise ValueError(f"train_ways={config.train_ways}, but {type(model).__name__} classifies "
                          f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
                          f"ways={config.train_ways} (train() switches it to ways={config.ways} to validate)")
+    if not is_episodic(model):
+        validation.network(model, head_only=config.head_only,
+                           ways=None if config.loss == "mse" else config.training_ways)
     model.to(device)
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None
     optimizer = make_optimizer(config, params, lrs)
     eval_inner = inner_loop(config, evaluation=True)
 
+    with checkpoint_lock(checkpoint):  # two runs into one checkpoint would interleave their steps
+        return _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
+                             device, params, lrs, optimizer, eval_inner)
+
+
+def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
+                  device, params, lrs, optimizer, eval_inner) -> TrainResult:
+    """The body of :func:`train`, run while it holds the checkpoint's lock."""
     state = _resume_state(config, checkpoint, resume)
     if state is None:
         seed_everything(config.seed)
@@ -596,13 +656,19 @@ def train(
     # Training time excludes validation and checkpoints; it continues from the last point on resume.
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
     not_training = 0.0
+    saved_step = start if state is not None else None  # the step of the checkpoint on disk
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
     with bar, StopAtStepEnd() as stop:
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:
                 _check_targets(config, tasks)
-            running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+            try:
+                running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+            except TrainingDiverged as error:
+                kept = (f"; the checkpoint {checkpoint} of step {saved_step} is kept" if saved_step is not None
+                        else "; no checkpoint was written") if checkpoint else ""
+                raise TrainingDiverged(f"{error}{kept}", error.step, error.quantity) from None
             done = step + 1
             validating = val_sampler is not None and config.validate_every and (
                 done % config.validate_every == 0 or done == config.steps)
@@ -622,6 +688,7 @@ def train(
                                or done == config.steps or stop.signal):
                 saving_began = time.perf_counter()
                 save(done, wall_before + saving_began - began)
+                saved_step = done
                 not_training += time.perf_counter() - saving_began
             if stop.signal and done < config.steps:
                 raise KeyboardInterrupt(f"{stop.signal}: stopped after step {done} of {config.steps}"
