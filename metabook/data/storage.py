@@ -61,6 +61,7 @@ __all__ = [
     "check_archive",
     "extract_archive",
     "atomic_output",
+    "open_image",
     "save_tensors",
     "load_tensors",
     "cached_tensors",
@@ -474,6 +475,26 @@ def extract_archive(archive: Path, target: Path) -> Path:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise DataError(f"{archive} is truncated or corrupt ({_one_line(error)}); replace it") from None
     return target
+
+
+# ---------------------------------------------------------------- images
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator:
+    """``PIL.Image.open(path)`` for the block; a file that is not a readable image is one ``DataError``.
+
+    PIL reads lazily, so a truncated image fails inside the block (at
+    ``convert``), which is why the block is covered too.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path} is not a readable image ({_one_line(error)}); the data set holds a damaged or "
+                        "foreign file: replace the archive or folder it came from") from None
 
 
 # ---------------------------------------------------------------- tensor cache
