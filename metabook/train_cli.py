@@ -369,9 +369,9 @@ def _trained_config(state: dict, checkpoint: Path) -> TrainConfig:
                         "`python -m metabook train`; evaluate it from Python with metabook.evaluation.evaluate")
     unknown = sorted(set(state["config"]) - {f.name for f in fields(TrainConfig)})
     if unknown:
-        raise UserError(f"{checkpoint} was trained with options this metabook does not know ({', '.join(unknown)}): "
-                        f"it comes from another metabook version ({state.get('metabook', 'unknown')}); evaluate it "
-                        "with that version, or train again")
+        raise UserError(f"{checkpoint} was trained with options this metabook does not know ({', '.join(unknown)}), "
+                        f"by metabook {state.get('metabook', 'of another version')}: evaluate it with the metabook "
+                        "that wrote it, or train again")
     return TrainConfig(**state["config"])
 
 

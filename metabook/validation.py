@@ -93,9 +93,9 @@ def rate(name: str, value, zero_ok: bool = False) -> float:
     number = _real(name, value)
     low_ok = number >= 0 if zero_ok else number > 0
     if not math.isfinite(number) or not low_ok:
-        bound = "at least 0" if zero_ok else "positive"
-        raise ValueError(f"{name} must be a finite, {bound} number, got {number}; a rate of NaN, infinity or "
-                         "below zero makes training diverge: pick one such as the paper's (often 1e-3 to 0.5)")
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {number}; a rate of NaN, infinity or "
+                         "below zero makes training diverge: use a finite value such as the paper's")
     return number
 
 
@@ -187,7 +187,8 @@ def network(model: nn.Module, head_only: bool = False, ways: int | None = None) 
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
             raise ValueError(
-                f"{name or 'the model'} is an nn.{type(module).__name__} with running statistics, which the inner "
+                f"{f'module {name!r}' if name else 'the model'} is an nn.{type(module).__name__} with running "
+                "statistics, which the inner "
                 "loop would update at every step of every task; use metabook.models.TaskBatchNorm2d (per-task "
                 f"statistics, as MAML's code) or nn.{type(module).__name__}(channels, track_running_stats=False)")
     if head_only and not any(name.startswith("head.") for name, _ in model.named_parameters()):

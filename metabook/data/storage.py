@@ -96,8 +96,10 @@ def _writing(destination: Path) -> Iterator[None]:
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         what = ("the disk is full: free some space or choose a folder on another disk" if full else
                 "the folder is not writable: fix its permissions or choose another")
-        raise CannotWrite(error.errno, f"cannot write {destination} ({os.strerror(error.errno)}); {what} (data: "
-                                       f"--cache DIR or ${CACHE_ENV}; training: --checkpoint PATH)") from None
+        cannot = CannotWrite(f"cannot write {destination} ({os.strerror(error.errno)}); {what} (data: --cache DIR "
+                             f"or ${CACHE_ENV}; training: --checkpoint PATH)")
+        cannot.errno = error.errno
+        raise cannot from None
 
 
 @contextlib.contextmanager
