@@ -78,8 +78,9 @@ TINY = torch.finfo(torch.float32).tiny
 class InnerLoop:
     """How a network adapts to one task.
 
-    ``steps``: gradient steps on the support set. ``lr``: their learning rate α
-    (Meta-SGD passes learned per-parameter rates instead, see :func:`fine_tune`).
+    ``steps``: gradient steps on the support set (0: no adaptation). ``lr``: their
+    learning rate α, finite and not negative (Meta-SGD passes learned
+    per-parameter rates instead, see :func:`fine_tune`).
     ``first_order``: treat each step's gradient as a constant (first-order MAML).
     ``head_only``: adapt only the head (ANIL); the body keeps θ's values.
     ``loss(prediction, target)``: mean loss over a set, e.g. ``F.cross_entropy``

@@ -156,6 +156,12 @@ class TrainConfig:
     ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast
     on CUDA (a warning and float32 on the CPU). ``strategy``: how tasks of a
     batch run, ``"auto"``, ``"loop"`` or ``"vmap"`` (:func:`metabook.inner_loop.pick_strategy`).
+
+    Every field is checked when the config is made (:mod:`metabook.validation`):
+    counts are ints of at least 1 (at least 0 where 0 means something, as
+    above), rates are finite and not negative (0 freezes what they move, a
+    control), names are among the choices; anything else is a ``TypeError``
+    or ``ValueError`` naming the field and the value.
     """
 
     algorithm: str = "maml"

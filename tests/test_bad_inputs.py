@@ -816,7 +816,7 @@ OTHER_TESTS = [
      "CannotWrite: cannot write ... (Permission denied); the folder is not writable: fix its permissions or "
      "choose another",
      "tests/test_bad_inputs.py::test_a_read_only_cache_folder_is_one_clear_error"),
-    ("CLI", "`train --algorithm mamll` and 15 other contradictory requests",
+    ("CLI", "`train --algorithm mamll` and 14 other contradictory requests",
      "error: unknown algorithm 'mamll'; choose one of: maml, fomaml, anil, ...",
      "tests/test_train_cli.py::test_bad_requests_fail_with_one_actionable_line"),
     ("CLI", "`train` into an existing checkpoint without `--resume`; `--resume` with other options",
