@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from metabook.cli import UserError
-from metabook.data.storage import atomic_output, file_lock, lock_holder
+from metabook.data.storage import atomic_output, file_lock, lock_holder, remove_leftovers
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -136,6 +136,7 @@ def checkpoint_lock(path: str | os.PathLike | None) -> Iterator[None]:
             raise CheckpointInUse(f"another training run ({lock_holder(lock)}) is writing {path}; two runs on one "
                                   "checkpoint would overwrite each other's steps: wait for it to finish, or pass "
                                   "another checkpoint path")
+        remove_leftovers(Path(path))  # a save cut short by a killed run: never read, now deleted
         yield
 
 

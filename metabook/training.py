@@ -596,8 +596,7 @@ def train(
                          f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
                          f"ways={config.train_ways} (train() switches it to ways={config.ways} to validate)")
     if not is_episodic(model):
-        validation.network(model, head_only=config.head_only,
-                           ways=None if config.loss == "mse" else config.training_ways)
+        validation.network(model, head_only=config.head_only, ways=getattr(train_sampler, "num_ways", None))
     model.to(device)
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None

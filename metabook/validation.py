@@ -160,10 +160,16 @@ def task_tensors(tasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
         if name.endswith("_x") and not value.is_floating_point():
             raise ValueError(f"tasks.{name} must be floating point (images scaled to [0, 1]), got {value.dtype}; "
                              f"convert it with tasks.{name}.float() / 255")
-    counts = {value.shape[0] if value.dim() else None for value in values}
-    if len(counts) != 1:
-        raise ValueError(f"support_x, support_y, query_x and query_y must have the same number of tasks in their "
-                         f"first dimension, got shapes {', '.join(str(tuple(v.shape)) for v in values)}")
+    support_x, support_y, query_x, query_y = values
+    if any(v.dim() < 2 for v in values) or len({v.shape[0] for v in values}) != 1 or (
+            support_x.shape[:2] != support_y.shape[:2] or query_x.shape[:2] != query_y.shape[:2]):
+        raise ValueError("tasks must hold [tasks, examples, ...] tensors with one target per example and the same "
+                         f"number of tasks in each, got support_x {tuple(support_x.shape)}, support_y "
+                         f"{tuple(support_y.shape)}, query_x {tuple(query_x.shape)}, query_y {tuple(query_y.shape)}")
+    devices = {str(v.device) for v in values}
+    if len(devices) != 1:
+        raise ValueError(f"the task tensors lie on several devices ({', '.join(sorted(devices))}); "
+                         "move them together with tasks.to(device)")
     return tuple(values)
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "CannotWrite",
     "file_lock",
     "lock_holder",
+    "remove_leftovers",
     "UpstreamFile",
     "cache_dir",
     "mirror_dir",
@@ -251,9 +252,17 @@ def exclusive(destination: Path) -> Iterator[None]:
     nothing half-written is ever trusted, nor kept.
     """
     with file_lock(destination.with_name(f".{destination.name}.lock")):
-        for leftover in destination.parent.glob(_partial_prefix(destination) + "*"):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        remove_leftovers(destination)
         yield
+
+
+def remove_leftovers(destination: Path) -> None:
+    """Delete what a killed writer of ``destination`` left beside it (``.NAME.partial-*``).
+
+    Call it only while holding a lock that every writer of ``destination`` takes.
+    """
+    for leftover in destination.parent.glob(_partial_prefix(destination) + "*"):
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- finding files
