@@ -18,6 +18,7 @@ torch version, the device, and the git commit of the code that produced them.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -25,16 +26,21 @@ import platform
 import random
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from metabook.data.storage import atomic_output
+from metabook.cli import UserError
+from metabook.data.storage import atomic_output, file_lock, lock_holder, remove_leftovers
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "save_checkpoint",
     "load_checkpoint",
+    "load_weights",
+    "checkpoint_lock",
+    "CheckpointInUse",
     "write_json",
     "rng_states",
     "restore_rng_states",
@@ -46,16 +52,23 @@ CHECKPOINT_FORMAT = "metabook-checkpoint-1"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Save ``state`` (tensors and plain values) to ``path`` atomically, creating its folder."""
+    """Save ``state`` (tensors and plain values) to ``path`` atomically, creating its folder.
+
+    The file also records its format and the metabook version that wrote it,
+    so that another version's checkpoint is recognised as such.
+    """
+    from metabook import __version__
+
     with atomic_output(Path(path)) as temporary:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
+        torch.save({"format": CHECKPOINT_FORMAT, "metabook": __version__, **state}, temporary)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """The state saved by :func:`save_checkpoint`, with every tensor on the CPU.
 
     Raises ``FileNotFoundError`` when there is no file, ``ValueError`` when the
-    file is not a metabook checkpoint (both are one-line errors on the
+    file is not a metabook checkpoint, is truncated, or was written in another
+    format (another metabook version) (both are one-line errors on the
     command line).
     """
     path = Path(path)
@@ -65,10 +78,66 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated, foreign or corrupt file: say so in one line
         raise ValueError(f"{path} is not a readable metabook checkpoint (torch.load failed with "
-                         f"{type(error).__name__}); was it written by metabook's train?") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a metabook checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+                         f"{type(error).__name__}): it is truncated, corrupt, or not written by metabook's train; "
+                         "train again, or use an intact copy") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise ValueError(f"{path} is not a metabook checkpoint (it has no 'format' entry; expected "
+                         f"{CHECKPOINT_FORMAT!r}): was it saved by plain torch.save? metabook's train writes them")
+    if state["format"] != CHECKPOINT_FORMAT:
+        from metabook import __version__
+
+        raise ValueError(f"{path} was written by metabook {state.get('metabook', 'of another version')} in format "
+                         f"{state['format']!r}, and this metabook {__version__} reads {CHECKPOINT_FORMAT!r}; "
+                         "evaluate it with the metabook version that wrote it, or train again")
     return state
+
+
+def load_weights(model: torch.nn.Module, weights: dict, path: str | os.PathLike) -> None:
+    """``model.load_state_dict(weights)``, with one line that says how they differ when they do not fit.
+
+    A checkpoint of another architecture, or of a head with another number of
+    ways, fails here with a ``ValueError`` naming the first differences.
+    """
+    ours = model.state_dict()
+    missing = [name for name in ours if name not in weights]
+    unexpected = [name for name in weights if name not in ours]
+    reshaped = [f"{name} {tuple(weights[name].shape)} there, {tuple(value.shape)} here" for name, value in ours.items()
+                if name in weights and tuple(weights[name].shape) != tuple(value.shape)]
+    differences = [f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                   for what, names in (("shapes differ", reshaped), ("missing", missing), ("unexpected", unexpected))
+                   if names]
+    if differences:
+        raise ValueError(f"the weights in {path} do not fit a {type(model).__name__} built from its configuration "
+                         f"({'; '.join(differences)}); it was written for another network (another metabook "
+                         "version or another number of ways?): train again, or evaluate it with the options it "
+                         "was trained with")
+    model.load_state_dict(weights)
+
+
+class CheckpointInUse(UserError, RuntimeError):
+    """Another training run is writing the same checkpoint; a ``RuntimeError``, one line on the command line."""
+
+
+@contextlib.contextmanager
+def checkpoint_lock(path: str | os.PathLike | None) -> Iterator[None]:
+    """Refuse (:class:`CheckpointInUse`) when another process trains into ``path``; hold it during the block.
+
+    The lock is the file ``PATH.lock`` beside the checkpoint, removed at the
+    end. It is held by the operating system for the process, so a run that
+    was killed leaves no lock that blocks the next one (see
+    :func:`metabook.data.storage.file_lock`). ``None``: no checkpoint, no lock.
+    """
+    if path is None:
+        yield
+        return
+    lock = Path(f"{path}.lock")
+    with file_lock(lock, wait=False) as held:
+        if not held:
+            raise CheckpointInUse(f"another training run ({lock_holder(lock)}) is writing {path}; two runs on one "
+                                  "checkpoint would overwrite each other's steps: wait for it to finish, or pass "
+                                  "another checkpoint path")
+        remove_leftovers(Path(path))  # a save cut short by a killed run: never read, now deleted
+        yield
 
 
 def write_json(path: str | os.PathLike, content: dict) -> None:

@@ -34,8 +34,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metabook import validation
 from metabook.episodic import episode_outputs, is_episodic
-from metabook.inner_loop import InnerLoop, Params, adapt, parameters_of
+from metabook.inner_loop import STRATEGIES, InnerLoop, Params, adapt, parameters_of
 from metabook.models import TaskBatchNorm2d
 
 __all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode",
@@ -135,13 +136,35 @@ def evaluate(
     return ``k`` tasks (a ``TaskBatch`` or ``SinusoidTasks``); they are moved
     to the model's device. Tasks are drawn ``tasks_per_batch`` at a time,
     which bounds memory. The model's parameters are not changed.
+
+    **No gradients are recorded here**: tasks run under ``torch.no_grad()``.
+    The inner loop's own steps differentiate under ``torch.enable_grad()``
+    (:func:`metabook.inner_loop.autograd_gradient`); a method of your own
+    that calls ``torch.autograd.grad`` while it evaluates must do the same,
+    or it fails with a ``RuntimeError`` that says so.
+
+    Refused with a ``ValueError``: a model with NaN or infinite weights (its
+    training diverged), a network the inner loop cannot adapt
+    (:func:`metabook.validation.network`: batch norm with running statistics,
+    ANIL without ``head.`` parameters, fewer outputs than the sampler's ways).
+    Fine-tuning that diverges is reported as it is, a NaN or infinite score
+    (a sweep over step sizes meets some), never as a number that looks right.
     """
-    if num_tasks < 1 or tasks_per_batch < 1:
-        raise ValueError(f"need num_tasks >= 1 and tasks_per_batch >= 1, got {num_tasks} and {tasks_per_batch}")
+    if not callable(getattr(sampler, "sample", None)):
+        raise TypeError(f"sampler must draw tasks with sample(k) (e.g. metabook.data.NWayKShotSampler), got "
+                        f"{type(sampler).__name__}")
+    validation.count("num_tasks", num_tasks)
+    validation.count("tasks_per_batch", tasks_per_batch)
+    validation.choice("strategy", strategy, STRATEGIES)
     episodic = is_episodic(model)
     if inner is None and not episodic:
         raise ValueError(f"{type(model).__name__} adapts by gradient steps: pass an InnerLoop saying how "
                          "(inner=None is only for episodic learners, see metabook.episodic)")
+    if not episodic:
+        if not isinstance(inner, InnerLoop):
+            raise TypeError(f"inner must be a metabook.inner_loop.InnerLoop, got {type(inner).__name__}")
+        validation.network(model, inner.head_only, getattr(sampler, "num_ways", None))
+    validation.finite_parameters(model, f"this {type(model).__name__}")
     params = parameters_of(model)
     device = next(iter(params.values())).device
     scores, losses, done = [], [], 0
@@ -149,11 +172,18 @@ def evaluate(
         while done < num_tasks:
             count = min(tasks_per_batch, num_tasks - done)
             tasks = sampler.sample(count).to(device)
-            if episodic:
-                outputs, loss = episode_outputs(model, params, tasks, strategy)
-            else:
-                adaptation = adapt(model, params, tasks, inner, lrs, strategy)
-                outputs, loss = adaptation.query_outputs, adaptation.query_loss
+            try:
+                if episodic:
+                    outputs, loss = episode_outputs(model, params, tasks, strategy)
+                else:
+                    adaptation = adapt(model, params, tasks, inner, lrs, strategy)
+                    outputs, loss = adaptation.query_outputs, adaptation.query_loss
+            except RuntimeError as error:
+                if "does not require grad" not in str(error):
+                    raise
+                raise RuntimeError(f"{type(model).__name__} differentiates during evaluation, which runs under "
+                                   "torch.no_grad(): wrap the gradient it takes in `with torch.enable_grad():` "
+                                   f"(as metabook.inner_loop.autograd_gradient does); torch said: {error}") from None
             scores.append(per_task_scores(outputs, tasks.query_y).double().cpu())
             # The loss is a mean over this batch's tasks; weight it by their number.
             losses.append(loss.double().cpu() * count)

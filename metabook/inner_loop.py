@@ -44,6 +44,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils import _pytree as pytree
 
+from metabook import validation
 from metabook.models import is_head
 from metabook.stacked import stack_tasks
 
@@ -77,8 +78,9 @@ TINY = torch.finfo(torch.float32).tiny
 class InnerLoop:
     """How a network adapts to one task.
 
-    ``steps``: gradient steps on the support set. ``lr``: their learning rate α
-    (Meta-SGD passes learned per-parameter rates instead, see :func:`fine_tune`).
+    ``steps``: gradient steps on the support set (0: no adaptation). ``lr``: their
+    learning rate α, finite and not negative (Meta-SGD passes learned
+    per-parameter rates instead, see :func:`fine_tune`).
     ``first_order``: treat each step's gradient as a constant (first-order MAML).
     ``head_only``: adapt only the head (ANIL); the body keeps θ's values.
     ``loss(prediction, target)``: mean loss over a set, e.g. ``F.cross_entropy``
@@ -108,14 +110,14 @@ class InnerLoop:
     shuffle: bool = True
 
     def __post_init__(self):
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.optimizer not in INNER_OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {INNER_OPTIMIZERS}, got {self.optimizer!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1 (or None: the whole support set), got {self.batch_size}")
-        if self.query_bn not in QUERY_BN_MODES:
-            raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {self.query_bn!r}")
+        validation.count("steps", self.steps, minimum=0, meaning="0: no adaptation")
+        validation.rate("lr", self.lr, zero_ok=True)  # 0: the steps change nothing, a control
+        validation.choice("optimizer", self.optimizer, INNER_OPTIMIZERS)
+        validation.optional_count("batch_size", self.batch_size, none_means="the whole support set")
+        validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
+        if not callable(self.loss):
+            raise TypeError(f"loss must be a function loss(prediction, target), e.g. F.cross_entropy, "
+                            f"got {self.loss!r}")
 
     def adapts(self, name: str) -> bool:
         """Whether the parameter ``name`` changes in the inner loop."""
@@ -407,8 +409,8 @@ def query_metrics(outputs: torch.Tensor, query_y: torch.Tensor, loss: Callable):
 
 
 def task_tensors(tasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(support_x, support_y, query_x, query_y)`` of a task batch, task dimension first."""
-    return tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y
+    """``(support_x, support_y, query_x, query_y)`` of a task batch, task dimension first (checked tensors)."""
+    return validation.task_tensors(tasks)
 
 
 def parameters_of(model: nn.Module) -> Params:

@@ -46,6 +46,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from metabook import validation
 from metabook.inner_loop import (
     DIFFERENTIATE,
     Adaptation,
@@ -141,6 +142,7 @@ def meta_gradient(
     # The meta-gradient is computed by torch.func, not recorded on θ's autograd graph.
     params = {name: p.detach() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
+    validation.network(model, inner.head_only)
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(strategy, support_x.device, stacks=True)
     differentiate = DIFFERENTIATE[strategy]

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metabook.data.sinusoid import sample_sinusoid_tasks
+from metabook import validation
 
 __all__ = [
     "mlp",
@@ -304,9 +305,9 @@ class VaryingContextSampler:
     """
 
     def __init__(self, max_context: int = 20, num_targets: int = 20, min_context: int = 0, seed: int = 0):
-        if not 0 <= min_context <= max_context or num_targets < 1:
-            raise ValueError(f"need 0 <= min_context <= max_context and num_targets >= 1, got "
-                             f"min_context={min_context}, max_context={max_context}, num_targets={num_targets}")
+        min_context = validation.count("min_context", min_context, minimum=0)
+        max_context = validation.count("max_context", max_context, minimum=min_context, meaning="min_context")
+        num_targets = validation.count("num_targets", num_targets)
         self.min_context, self.max_context, self.num_queries = min_context, max_context, num_targets
         self.generator = torch.Generator().manual_seed(seed)
 

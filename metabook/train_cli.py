@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
-from metabook.cli import UserError
+from metabook.cli import UserError, count_type, rate_type
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV
 from metabook.setups import CONVNETS, build_model, make_sampler  # noqa: F401 (CONVNETS: re-exported)
 from metabook.training import DOMAIN_ALGORITHMS, EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS, TrainConfig
@@ -197,8 +197,9 @@ def _check_request(args) -> None:
 def config_from_args(args) -> tuple[TrainConfig, str]:
     """The run's TrainConfig: the options given, the paper's values for the rest; and their source."""
     _check_request(args)
-    ways = args.ways or 5
-    shots = args.shots or (10 if args.data == "sinusoid" else 1)
+    # Only a value left out takes the default: an explicit 0 was refused by the parser, never read as "not given".
+    ways = 5 if args.ways is None else args.ways
+    shots = (10 if args.data == "sinusoid" else 1) if args.shots is None else args.shots
     values, source = paper_defaults(args.algorithm, args.data, ways, shots, args.train_shots)
     given = {name: getattr(args, name) for name in _PRESET_OPTIONS if getattr(args, name) is not None}
     values.update(given)
@@ -279,8 +280,25 @@ def _run_train(args) -> int:
 # ── evaluate ─────────────────────────────────────────────────────────────────
 
 
+_TRAINED_STATE = ("step", "config", "model", "lrs")  # what evaluate reads from a checkpoint of train
+
+
+def _trained_config(state: dict, checkpoint: Path) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with; one clear error for a checkpoint that train did not write."""
+    missing = [key for key in _TRAINED_STATE if key not in state]
+    if missing:
+        raise UserError(f"{checkpoint} is a metabook checkpoint without {', '.join(missing)}: it was not written by "
+                        "`python -m metabook train`; evaluate it from Python with metabook.evaluation.evaluate")
+    unknown = sorted(set(state["config"]) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise UserError(f"{checkpoint} was trained with options this metabook does not know ({', '.join(unknown)}), "
+                        f"by metabook {state.get('metabook', 'of another version')}: evaluate it with the metabook "
+                        "that wrote it, or train again")
+    return TrainConfig(**state["config"])
+
+
 def _run_evaluate(args) -> int:
-    from metabook.checkpoint import load_checkpoint, provenance, write_json
+    from metabook.checkpoint import load_checkpoint, load_weights, provenance, write_json
     from metabook.evaluation import evaluate
     from metabook.training import inner_loop
 
@@ -290,7 +308,7 @@ def _run_evaluate(args) -> int:
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {checkpoint}; train one first: python -m metabook train "
                         f"--algorithm ALGORITHM --data DATA --checkpoint {checkpoint}") from None
-    trained = TrainConfig(**state["config"])
+    trained = _trained_config(state, checkpoint)
     episodic = trained.algorithm in EPISODIC_ALGORITHMS
     if episodic and args.inner_steps is not None:
         raise UserError(f"{trained.algorithm} solves each task in one forward pass, with no fine-tuning steps: "
@@ -305,7 +323,7 @@ def _run_evaluate(args) -> int:
     device = _device(config)
     # The weights of ProtoNets and R2-D2 do not depend on the number of ways: build for the tested one.
     model = build_model(config, config.ways)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     model.to(device)
     lrs = None if state["lrs"] is None else {name: rate.to(device) for name, rate in state["lrs"].items()}
     sampler = make_sampler(config, args.split, args.seed, device, args.cache, args.mirror)
@@ -388,62 +406,68 @@ def add_parser(subparsers) -> None:
     train.add_argument("--data", default="omniglot", metavar="NAME",
                        help=f"{', '.join(DATA_SETS)} (default: omniglot; mini-ImageNet has no download: "
                             "see `python -m metabook data info mini-imagenet`)")
-    train.add_argument("--ways", type=int, default=None,
+    train.add_argument("--ways", type=count_type("--ways"), default=None,
                        help="classes per validation and test task, N, and per training task unless --train-ways "
                             "says otherwise (default: 5; not for sinusoid)")
-    train.add_argument("--train-ways", type=int, default=None,
+    train.add_argument("--train-ways", type=count_type("--train-ways"), default=None,
                        help="classes per training task, for protonet, r2d2 and lrd2 only: their weights serve "
                             "any number of ways, so the same network is validated during training, and tested, "
                             "at --ways (default: the paper's, e.g. 60 for ProtoNets on Omniglot; never below "
                             "--ways). A gradient-based network's head fixes its ways: it trains at --ways")
-    train.add_argument("--shots", type=int, default=None,
+    train.add_argument("--shots", type=count_type("--shots"), default=None,
                        help="support examples per class at test time, K (default: 1; sinusoid: 10 points)")
-    train.add_argument("--train-shots", type=int, default=None,
+    train.add_argument("--train-shots", type=count_type("--train-shots"), default=None,
                        help="support examples per class in training tasks (default: --shots; Reptile: 10 on "
                             "Omniglot, 15 on mini-ImageNet, as in its paper); cnp/np: the largest training "
                             "context, each batch drawing its size from 0 to it (default 20)")
-    train.add_argument("--queries", type=int, default=None, help="query examples per class (default: see below)")
-    train.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-step")
-    train.add_argument("--inner-steps", type=int, default=None, help="SGD steps on the support set while training")
-    train.add_argument("--inner-lr", type=float, default=None, help="the inner step size alpha")
+    train.add_argument("--queries", type=count_type("--queries"), default=None,
+                       help="query examples per class (default: see below)")
+    train.add_argument("--meta-batch", type=count_type("--meta-batch"), default=None, help="tasks per meta-step")
+    train.add_argument("--inner-steps", type=count_type("--inner-steps", 0, "0: no adaptation"), default=None,
+                       help="SGD steps on the support set while training (0: none, the network is not adapted)")
+    train.add_argument("--inner-lr", type=rate_type("--inner-lr"), default=None,
+                       help="the inner step size alpha (finite and positive, as every rate here)")
     train.add_argument("--inner-optimizer", choices=("sgd", "adam"), default=None,
                        help="sgd (MAML) or adam with beta1 = 0 (Reptile's experiments); default: the paper's")
-    train.add_argument("--inner-batch-size", type=int, default=None,
+    train.add_argument("--inner-batch-size", type=count_type("--inner-batch-size"), default=None,
                        help="support examples per inner step (Reptile's inner batch size); default: the paper's, "
                             "or the whole support set")
-    train.add_argument("--eval-inner-steps", type=int, default=None,
-                       help="SGD steps on the support set at validation and test time")
-    train.add_argument("--meta-lr-halving-every", type=int, default=None, metavar="STEPS",
+    train.add_argument("--eval-inner-steps", type=count_type("--eval-inner-steps", 0, "0: no adaptation"),
+                       default=None, help="SGD steps on the support set at validation and test time (0: none)")
+    train.add_argument("--meta-lr-halving-every", type=count_type("--meta-lr-halving-every"), default=None,
+                       metavar="STEPS",
                        help="halve --meta-lr every STEPS steps (ProtoNets and R2-D2: 2000); default: the paper's, "
                             "or a constant rate")
-    train.add_argument("--meta-lr", type=float, default=None,
+    train.add_argument("--meta-lr", type=rate_type("--meta-lr"), default=None,
                        help="Adam's learning rate beta for the meta-update, or for the episodic learners' "
                             "episode loss (not for Reptile)")
-    train.add_argument("--steps", type=int, default=None, help="meta-steps to train for")
+    train.add_argument("--steps", type=count_type("--steps"), default=None, help="meta-steps to train for")
     train.add_argument("--first-order", action="store_true",
                        help="drop second derivatives (first-order ANIL or Meta-SGD; fomaml implies it)")
-    train.add_argument("--outer-step-size", type=float, default=None,
+    train.add_argument("--outer-step-size", type=rate_type("--outer-step-size"), default=None,
                        help="Reptile's epsilon: phi <- phi + epsilon (mean W - phi)")
-    train.add_argument("--outer-step-size-final", type=float, default=None,
+    train.add_argument("--outer-step-size-final", type=rate_type("--outer-step-size-final", zero_ok=True), default=None,
                        help="anneal Reptile's epsilon linearly to this value over the run (paper: 0)")
     train.add_argument("--query-bn", default="transductive", choices=("transductive", "inductive"),
                        help="batch norm of query sets: their own statistics (transductive, MAML's code; default) "
                             "or the support set's (inductive)")
-    train.add_argument("--validate-every", type=int, default=1000,
+    train.add_argument("--validate-every", type=count_type("--validate-every", 0, "0: never"), default=1000,
                        help="meta-steps between validations on the val split, and one at the end "
                             "(0: none; default: 1000)")
-    train.add_argument("--validation-tasks", type=int, default=100, help="tasks per validation (default: 100)")
-    train.add_argument("--log-every", type=int, default=10,
+    train.add_argument("--validation-tasks", type=count_type("--validation-tasks"), default=100,
+                       help="tasks per validation (default: 100)")
+    train.add_argument("--log-every", type=count_type("--log-every"), default=10,
                        help="meta-steps averaged into one learning-curve point (default: 10)")
     train.add_argument("--checkpoint", default=None, metavar="PATH",
                        help="checkpoint file (default: runs/ALGORITHM-DATA-NwayKshot.pt)")
-    train.add_argument("--checkpoint-every", type=int, default=1000,
-                       help="meta-steps between checkpoints; one is always written at the end (default: 1000)")
+    train.add_argument("--checkpoint-every", type=count_type("--checkpoint-every", 0, "0: only at the end"),
+                       default=1000, help="meta-steps between checkpoints; one is always written at the end "
+                                          "(0: only that one; default: 1000)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run saved in --checkpoint (same options); starts afresh if there is none")
     train.add_argument("--output", default=None, metavar="PATH",
                        help="JSON results file (default: the checkpoint's name with .train.json)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=count_type("--seed", 0), default=0,
                        help="seeds the initialization and the training (seed) and validation (seed + 1) tasks")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast for the meta-gradient, on CUDA or on a CPU with bfloat16 units "
@@ -473,21 +497,22 @@ def add_parser(subparsers) -> None:
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by train")
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"),
                           help="which classes to draw tasks from (default: test)")
-    evaluate.add_argument("--tasks", type=int, default=600, help="test tasks (default: 600, as MAML)")
-    evaluate.add_argument("--tasks-per-batch", type=int, default=20,
+    evaluate.add_argument("--tasks", type=count_type("--tasks"), default=600, help="test tasks (default: 600, as MAML)")
+    evaluate.add_argument("--tasks-per-batch", type=count_type("--tasks-per-batch"), default=20,
                           help="tasks drawn and adapted at a time (bounds memory; the draw depends on it; default 20)")
-    evaluate.add_argument("--inner-steps", type=int, default=None,
+    evaluate.add_argument("--inner-steps", type=count_type("--inner-steps", 0, "0: no adaptation"), default=None,
                           help="fine-tuning steps per task (default: the run's --eval-inner-steps; not for the "
                                "episodic learners)")
-    evaluate.add_argument("--ways", type=int, default=None,
+    evaluate.add_argument("--ways", type=count_type("--ways"), default=None,
                           help="classes per task (default: the run's --ways); another number only for "
                                "protonet, r2d2 and lrd2")
-    evaluate.add_argument("--shots", type=int, default=None,
+    evaluate.add_argument("--shots", type=count_type("--shots"), default=None,
                           help="support examples per class, or context points (default: the run's)")
-    evaluate.add_argument("--queries", type=int, default=None, help="query examples per class (default: the run's)")
+    evaluate.add_argument("--queries", type=count_type("--queries"), default=None,
+                          help="query examples per class (default: the run's)")
     evaluate.add_argument("--query-bn", default=None, choices=("transductive", "inductive"),
                           help="batch norm of query sets (default: the run's)")
-    evaluate.add_argument("--seed", type=int, default=0,
+    evaluate.add_argument("--seed", type=count_type("--seed", 0), default=0,
                           help="seed of the test tasks (default 0: every run is tested on the same tasks)")
     evaluate.add_argument("--output", default=None, metavar="PATH",
                           help="JSON results file (default: the checkpoint's name with .SPLIT.json)")

@@ -67,12 +67,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from metabook.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from metabook import validation
+from metabook.checkpoint import checkpoint_lock, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from metabook.data.storage import atomic_output
+from metabook.errors import UserError
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook.episodic import episode_gradient, is_episodic
 from metabook.evaluation import evaluate
-from metabook.inner_loop import QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of, set_gradients
+from metabook.inner_loop import (INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of,
+                                 set_gradients)
 from metabook.maml import init_learning_rates, meta_gradient
 from metabook.models import use_channels_last
 from metabook.mldg import erm_gradient, mldg_gradient
@@ -94,6 +97,8 @@ __all__ = [
     "outer_learning_rate",
     "reptile_step_size",
     "meta_step",
+    "stop_if_diverged",
+    "TrainingDiverged",
     "train",
 ]
 
@@ -159,6 +164,12 @@ class TrainConfig:
     classifiers, but not exact (``benchmarks/cpu_fast_path.py`` measures
     both). ``strategy``: how tasks of a
     batch run, ``"auto"``, ``"loop"`` or ``"vmap"`` (:func:`metabook.inner_loop.pick_strategy`).
+
+    Every field is checked when the config is made (:mod:`metabook.validation`):
+    counts are ints of at least 1 (at least 0 where 0 means something, as
+    above), rates are finite and not negative (0 freezes what they move, a
+    control), names are among the choices; anything else is a ``TypeError``
+    or ``ValueError`` naming the field and the value.
     """
 
     algorithm: str = "maml"
@@ -198,23 +209,22 @@ class TrainConfig:
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.query_bn not in QUERY_BN_MODES:
-            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {self.query_bn!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        validation.choice("loss", self.loss, LOSSES)
+        validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
+        validation.choice("strategy", self.strategy, STRATEGIES)
+        validation.choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         for name in ("ways", "shots", "queries", "meta_batch", "steps", "log_every", "validation_tasks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_inner_steps", "validate_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
-        if self.meta_lr_halving_every is not None and self.meta_lr_halving_every < 1:
-            raise ValueError(f"meta_lr_halving_every must be at least 1 (or None: a constant rate), "
-                             f"got {self.meta_lr_halving_every}")
-        if self.train_shots is not None and self.train_shots < 1:
-            raise ValueError(f"train_shots must be at least 1 (or None: shots), got {self.train_shots}")
+            validation.count(name, getattr(self, name))
+        for name, zero in (("inner_steps", "no adaptation"), ("eval_inner_steps", "no adaptation"),
+                           ("validate_every", "never"), ("checkpoint_every", "only at the end"), ("seed", "")):
+            validation.count(name, getattr(self, name), minimum=0, meaning=zero and f"0: {zero}")
+        validation.optional_count("meta_lr_halving_every", self.meta_lr_halving_every, none_means="a constant rate")
+        validation.optional_count("train_shots", self.train_shots, none_means="shots")
+        validation.optional_count("inner_batch_size", self.inner_batch_size, none_means="the whole support set")
+        # A zero rate is a control (nothing moves); NaN, infinity or a negative rate is a mistake.
+        for name in ("inner_lr", "meta_lr", "outer_step_size", "outer_step_size_final", "mldg_beta"):
+            if getattr(self, name) is not None:
+                validation.rate(name, getattr(self, name), zero_ok=True)
         if self.train_ways is not None and (self.train_ways < 1 or self.algorithm not in EPISODIC_ALGORITHMS):
             raise ValueError(f"train_ways={self.train_ways} needs a positive number and an episodic classifier "
                              f"({', '.join(EPISODIC_ALGORITHMS)}): a network's head fixes its number of ways")
@@ -231,8 +241,6 @@ class TrainConfig:
             if self.algorithm == "mldg" and self.inner_steps != 1:
                 raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
                                  f"got {self.inner_steps}")
-            if self.mldg_beta < 0:
-                raise ValueError(f"mldg_beta must be at least 0, got {self.mldg_beta}")
             if self.validate_every:
                 raise ValueError(f"{self.algorithm} has no validation tasks: set validate_every=0 and score "
                                  "held-out domains with metabook.mldg.domain_accuracy")
@@ -389,12 +397,49 @@ def meta_step(
         else:
             g = meta_gradient(model, params, tasks, inner, lrs, config.strategy)
             direction, lr_grads, loss, accuracy = g.params, g.lrs, g.query_loss, g.query_accuracy
+    stop_if_diverged(config, step, loss, direction, lr_grads)
     optimizer.zero_grad(set_to_none=True)
     set_gradients(params, direction)
     if lrs is not None:
         set_gradients(lrs, lr_grads)
     optimizer.step()
     return loss, accuracy
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A meta-step produced a NaN or an infinity, so training stopped before it could change the weights.
+
+    ``step``: the meta-step (1-based) that diverged; ``quantity``: what was
+    not finite (``"meta-loss"``, or the gradient of a named parameter). The
+    model keeps the weights of the step before, and no checkpoint is written
+    over a good one. A ``RuntimeError``; the command line prints it as one line.
+    """
+
+    def __init__(self, message: str, step: int, quantity: str):
+        super().__init__(message)
+        self.step, self.quantity = step, quantity
+
+
+def stop_if_diverged(config: TrainConfig, step: int, loss: torch.Tensor | None, direction: Params,
+                     lr_grads: Params | None = None) -> None:
+    """Raise :class:`TrainingDiverged` if the meta-loss or the update direction of step ``step`` (0-based) is not finite.
+
+    One reduction over the loss and every gradient, and so one wait for the
+    GPU per step; the culprit is searched for only once something is wrong.
+    """
+    quantities = {"meta-loss": loss, **{f"gradient of {name}": g for name, g in direction.items()},
+                  **{f"gradient of Meta-SGD's rate for {name}": g for name, g in (lr_grads or {}).items()}}
+    bad = validation.non_finite(quantities)
+    if bad is None:
+        return
+    rates = (f"outer_step_size={config.outer_step_size}" if config.algorithm == "reptile"
+             else f"meta_lr={config.meta_lr}")
+    if config.algorithm not in EPISODIC_ALGORITHMS and config.algorithm != "erm":
+        rates = f"inner_lr={config.inner_lr}, {rates}"
+    precision = "; train in float32 (without bf16)" if config.bf16 else ""
+    raise TrainingDiverged(
+        f"training diverged at step {step + 1}: the {bad} is NaN or infinite, so the weights were not updated; "
+        f"lower the learning rate ({rates}){precision}, or check the data for NaN", step + 1, bad)
 
 
 # ── The loop ─────────────────────────────────────────────────────────────────
@@ -541,6 +586,14 @@ def train(
     it as one line of JSON as soon as it is made, so an interrupted run keeps
     its curve (on resume, the file is rewritten with the checkpoint's points first).
 
+    What can go wrong stops with one clear error: a network the inner loop
+    cannot adapt (batch norm with running statistics, ANIL without ``head.``
+    parameters, fewer outputs than ways) is a ``ValueError`` before any step;
+    a meta-loss or gradient that is NaN or infinite raises
+    :class:`TrainingDiverged` before the weights move, the last checkpoint
+    written staying as it was; another run training into the same
+    ``checkpoint`` raises :class:`metabook.checkpoint.CheckpointInUse`.
+
     A typical chapter::
 
         config = TrainConfig(algorithm="maml", steps=300, meta_batch=8, queries=5)
@@ -564,6 +617,8 @@ def train(
         raise ValueError(f"train_ways={config.train_ways}, but {type(model).__name__} classifies "
                          f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
                          f"ways={config.train_ways} (train() switches it to ways={config.ways} to validate)")
+    if not is_episodic(model):
+        validation.network(model, head_only=config.head_only, ways=getattr(train_sampler, "num_ways", None))
     model.to(device)
     if config.channels_last:
         use_channels_last(model)
@@ -572,6 +627,14 @@ def train(
     optimizer = make_optimizer(config, params, lrs)
     eval_inner = inner_loop(config, evaluation=True)
 
+    with checkpoint_lock(checkpoint):  # two runs into one checkpoint would interleave their steps
+        return _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
+                             curve_file, device, params, lrs, optimizer, eval_inner)
+
+
+def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
+                  curve_file, device, params, lrs, optimizer, eval_inner) -> TrainResult:
+    """The body of :func:`train`, run while it holds the checkpoint's lock."""
     state = _resume_state(config, checkpoint, resume)
     if state is None:
         seed_everything(config.seed)
@@ -626,13 +689,19 @@ def train(
     # Training time excludes validation and checkpoints; it continues from the last point on resume.
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
     not_training = 0.0
+    saved_step = start if state is not None else None  # the step of the checkpoint on disk
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
     with bar, StopAtStepEnd() as stop:
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:
                 _check_targets(config, tasks)
-            running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+            try:
+                running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+            except TrainingDiverged as error:
+                kept = (f"; the checkpoint {checkpoint} of step {saved_step} is kept" if saved_step is not None
+                        else "; no checkpoint was written") if checkpoint else ""
+                raise TrainingDiverged(f"{error}{kept}", error.step, error.quantity) from None
             done = step + 1
             validating = val_sampler is not None and config.validate_every and (
                 done % config.validate_every == 0 or done == config.steps)
@@ -655,6 +724,7 @@ def train(
                                or done == config.steps or stop.signal):
                 saving_began = time.perf_counter()
                 save(done, wall_before + saving_began - began)
+                saved_step = done
                 not_training += time.perf_counter() - saving_began
             if stop.signal and done < config.steps:
                 raise KeyboardInterrupt(f"{stop.signal}: stopped after step {done} of {config.steps}"

@@ -61,7 +61,7 @@ class Boom:
 
 def test_a_file_carrying_code_is_never_run_even_with_a_matching_checksum(shipping):
     path = ship(shipping)
-    path.write_bytes(pickle.dumps({"format": pretrained.FORMAT, "payload": Boom()}))
+    path.write_bytes(pickle.dumps({"format": pretrained.FORMAT, "payload": Boom()}, protocol=2))
     entry = json.loads((shipping / "index.json").read_text())
     entry["tiny-sine"]["sha256"] = pretrained.file_digest(path)
     (shipping / "index.json").write_text(json.dumps(entry))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metabook import validation
+
 __all__ = ["ClassImages"]
 
 
@@ -36,10 +38,10 @@ class ClassImages:
     rotations: torch.Tensor = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
-                f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+        validation.tensor("images", self.images, torch.uint8, dim=4, shape="[N, C, H, W]")
+        for name in ("starts", "sizes", "rotations"):
+            if getattr(self, name) is not None:
+                validation.tensor(name, getattr(self, name), "integer", dim=1, shape="[num_classes]")
         num_classes = len(self.class_names)
         if num_classes < 1:
             raise ValueError("a data set needs at least one class")
@@ -55,6 +57,7 @@ class ClassImages:
     @classmethod
     def from_sizes(cls, images: torch.Tensor, sizes, class_names: list[str]) -> "ClassImages":
         """Images already sorted by class, ``sizes[c]`` of them for class ``c``."""
+        validation.tensor("images", images, torch.uint8, dim=4, shape="[N, C, H, W]")
         sizes = torch.as_tensor(sizes, dtype=torch.int64)
         starts = torch.cumsum(sizes, 0) - sizes
         return cls(images, starts, sizes, list(class_names))

@@ -29,7 +29,7 @@ from PIL import Image
 
 from metabook.data.classes import ClassImages
 from metabook.data.safe_pickle import safe_load
-from metabook.data.storage import DataError, cache_dir, cached_tensors, mirror_dir
+from metabook.data.storage import DataError, cache_dir, cached_tensors, mirror_dir, open_image
 
 __all__ = ["MINI_IMAGENET_SPLITS", "MINI_IMAGENET_CLASSES", "IMAGE_SIZE", "load_mini_imagenet",
            "mini_imagenet_folders"]
@@ -127,7 +127,7 @@ def _decode_csv_split(csv_file: Path, image_folder: Path) -> dict:
             if not path.is_file():
                 raise DataError(f"{csv_file} lists {filename}, but {path} does not exist; "
                                 f"put the images in {image_folder}")
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 image = image.convert("RGB")
                 if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                     image = image.resize((IMAGE_SIZE, IMAGE_SIZE), resample=Image.LANCZOS)

@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 
 from metabook.data.classes import ClassImages
-from metabook.data.storage import DataError, UpstreamFile, cache_dir, cached_tensors, extract_archive, fetch
+from metabook.data.storage import DataError, UpstreamFile, cache_dir, cached_tensors, extract_archive, fetch, open_image
 
 __all__ = [
     "BACKGROUND_ALPHABETS",
@@ -167,7 +167,7 @@ def _decode_image_set(folder: Path, image_set: str, image_size: int, antialias: 
                 f"archive is incomplete: delete {folder} and run `python -m metabook data prepare omniglot`"
             )
         for d, path in enumerate(drawings):
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 images[c * DRAWINGS_PER_CHARACTER + d, 0] = resize_drawing(image, image_size, antialias)
     return torch.from_numpy(images)
 

@@ -24,10 +24,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from metabook.data.omniglot import resize_drawing
-from metabook.data.storage import DataError, UpstreamFile, cache_dir, extract_archive, fetch
+from metabook.data.storage import DataError, UpstreamFile, cache_dir, extract_archive, fetch, open_image
 
 __all__ = [
     "ALL_RUNS",
@@ -114,7 +113,7 @@ def load_omniglot_runs(
 def _read_images(folder: Path, names: list[str], image_size: int, antialias: bool) -> torch.Tensor:
     images = []
     for name in names:
-        with Image.open(folder / name) as image:
+        with open_image(folder / name) as image:
             images.append(resize_drawing(image, image_size, antialias))
     return torch.from_numpy(np.stack(images)).unsqueeze(1)
 

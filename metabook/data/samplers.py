@@ -26,13 +26,13 @@ and ``state_dict()`` / ``load_state_dict()`` resume the stream from a checkpoint
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
 from metabook.data.classes import ClassImages
 from metabook.data.tasks import Task, TaskBatch
+from metabook import validation
 
 __all__ = [
     "choose_classes",
@@ -115,14 +115,6 @@ def load_images(
 # ── Checks shared by both samplers ────────────────────────────────────────────
 
 
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
 def _check_data(data) -> ClassImages:
     if not isinstance(data, ClassImages):
         raise TypeError(
@@ -151,7 +143,7 @@ class _SeededSampler:
 
     def __init__(self, data: ClassImages, seed: int) -> None:
         self.data = _check_data(data)
-        seed = _check_count("seed", seed, minimum=0)
+        seed = validation.count("seed", seed, minimum=0)
         self.generator = torch.Generator(device=data.device).manual_seed(seed)
         self.max_class_size = int(data.sizes.max())
         used_turns = set(data.rotations.tolist())
@@ -191,9 +183,9 @@ class NWayKShotSampler(_SeededSampler):
 
     def __init__(self, data: ClassImages, num_ways: int, num_shots: int, num_queries: int, seed: int = 0) -> None:
         super().__init__(data, seed)
-        self.num_ways = _check_count("num_ways", num_ways)
-        self.num_shots = _check_count("num_shots", num_shots)
-        self.num_queries = _check_count("num_queries", num_queries)
+        self.num_ways = validation.count("num_ways", num_ways)
+        self.num_shots = validation.count("num_shots", num_shots)
+        self.num_queries = validation.count("num_queries", num_queries)
         if self.num_ways > data.num_classes:
             raise ValueError(
                 f"num_ways={num_ways}, but the data set has only {data.num_classes} classes; "
@@ -205,7 +197,7 @@ class NWayKShotSampler(_SeededSampler):
 
     def sample(self, num_tasks: int) -> TaskBatch:
         """``num_tasks`` independent tasks, stacked (shapes in :class:`TaskBatch`)."""
-        num_tasks = _check_count("num_tasks", num_tasks)
+        num_tasks = validation.count("num_tasks", num_tasks)
         data, ways, shots = self.data, self.num_ways, self.num_shots
         classes = choose_classes(data.num_classes, ways, num_tasks, self.generator, data.device)  # [T, N]
         positions = choose_images(
@@ -323,13 +315,13 @@ class MetaDatasetSampler(_SeededSampler):
         log_weight_range: tuple[float, float] = (math.log(0.5), math.log(2.0)),
     ) -> None:
         super().__init__(data, seed)
-        self.num_ways = None if num_ways is None else _check_count("num_ways", num_ways)
-        self.num_shots = None if num_shots is None else _check_count("num_shots", num_shots)
-        self.num_queries = None if num_queries is None else _check_count("num_queries", num_queries)
-        self.min_ways = _check_count("min_ways", min_ways)
-        self.max_ways = _check_count("max_ways", max_ways, minimum=self.min_ways)
-        self.max_queries = _check_count("max_queries", max_queries)
-        self.max_support_per_class = _check_count("max_support_per_class", max_support_per_class)
+        self.num_ways = None if num_ways is None else validation.count("num_ways", num_ways)
+        self.num_shots = None if num_shots is None else validation.count("num_shots", num_shots)
+        self.num_queries = None if num_queries is None else validation.count("num_queries", num_queries)
+        self.min_ways = validation.count("min_ways", min_ways)
+        self.max_ways = validation.count("max_ways", max_ways, minimum=self.min_ways)
+        self.max_queries = validation.count("max_queries", max_queries)
+        self.max_support_per_class = validation.count("max_support_per_class", max_support_per_class)
         self.log_weight_range = tuple(log_weight_range)
 
         fewest_ways = self.num_ways or self.min_ways
@@ -341,7 +333,7 @@ class MetaDatasetSampler(_SeededSampler):
             )
         most_ways = self.num_ways or min(self.max_ways, data.num_classes)
         # One support example per class must fit in the budget.
-        self.max_support_size = _check_count("max_support_size", max_support_size, minimum=most_ways)
+        self.max_support_size = validation.count("max_support_size", max_support_size, minimum=most_ways)
         # The smallest class must leave at least one query and one support example.
         shots_needed = self.num_shots or 1
         queries_needed = self.num_queries or 1
@@ -403,7 +395,7 @@ def meta_dataset_statistics(sampler: MetaDatasetSampler, num_episodes: int) -> d
     the ``k_c`` of every class of every episode. This advances the sampler's
     generator: give a figure a sampler of its own.
     """
-    num_episodes = _check_count("num_episodes", num_episodes)
+    num_episodes = validation.count("num_episodes", num_episodes)
     compositions = [sampler.sample_composition() for _ in range(num_episodes)]
     return {
         "ways": torch.tensor([c.num_ways for c in compositions]),

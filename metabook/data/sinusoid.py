@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metabook import validation
+
 __all__ = ["SinusoidTasks", "SinusoidSampler", "sample_sinusoid_tasks", "AMPLITUDE_RANGE", "PHASE_RANGE", "INPUT_RANGE"]
 
 AMPLITUDE_RANGE = (0.1, 5.0)
@@ -64,11 +66,9 @@ def sample_sinusoid_tasks(
     MAML trains with K = 10 support points (``num_support``) per task. Deterministic
     for a given ``generator`` state; tensors are float32 on the CPU.
     """
-    if num_tasks < 1 or num_support < 0 or num_query < 0:
-        raise ValueError(
-            f"need num_tasks >= 1 and non-negative point counts, got num_tasks={num_tasks}, "
-            f"num_support={num_support}, num_query={num_query}"
-        )
+    num_tasks = validation.count("num_tasks", num_tasks)
+    num_support = validation.count("num_support", num_support, minimum=0)
+    num_query = validation.count("num_query", num_query, minimum=0)
     amplitude = _uniform((num_tasks,), AMPLITUDE_RANGE, generator)
     phase = _uniform((num_tasks,), PHASE_RANGE, generator)
     x = _uniform((num_tasks, num_support + num_query, 1), INPUT_RANGE, generator)
@@ -93,8 +93,9 @@ class SinusoidSampler:
     """
 
     def __init__(self, num_shots: int = 10, num_queries: int = 10, seed: int = 0):
-        self.num_shots, self.num_queries = num_shots, num_queries
-        self.generator = torch.Generator().manual_seed(seed)
+        self.num_shots = validation.count("num_shots", num_shots, minimum=0)
+        self.num_queries = validation.count("num_queries", num_queries)
+        self.generator = torch.Generator().manual_seed(validation.count("seed", seed, minimum=0))
 
     def sample(self, num_tasks: int):
         return sample_sinusoid_tasks(num_tasks, self.num_shots, self.num_queries, self.generator)

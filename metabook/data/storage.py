@@ -12,16 +12,22 @@ Two folders matter:
 
 Every write goes to a temporary name beside its target and is renamed into
 place only once complete, so a crash, a full disk or a bad checksum never
-leaves a half-written file that a later run would trust.
+leaves a half-written file that a later run would trust. Downloads, unpacking
+and preprocessing also take a lock (:func:`exclusive`), so two processes that
+prepare the same data set at once do the work once: the second waits and then
+finds the result. A folder that is read-only, or a full disk, is one
+:class:`CannotWrite` error that says so.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
 import re
 import shutil
+import socket
 import stat
 import tarfile
 import tempfile
@@ -37,8 +43,17 @@ import torch
 
 from metabook.cli import UserError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock
+    fcntl = None
+
 __all__ = [
     "DataError",
+    "CannotWrite",
+    "file_lock",
+    "lock_holder",
+    "remove_leftovers",
     "UpstreamFile",
     "cache_dir",
     "mirror_dir",
@@ -47,6 +62,7 @@ __all__ = [
     "check_archive",
     "extract_archive",
     "atomic_output",
+    "open_image",
     "save_tensors",
     "load_tensors",
     "cached_tensors",
@@ -58,6 +74,87 @@ MIRROR_ENV = "METABOOK_MIRROR"
 
 class DataError(UserError):
     """A data set is missing, corrupt or malformed; the message says what to do."""
+
+
+class CannotWrite(UserError, OSError):
+    """A folder is read-only or its disk is full; an ``OSError`` whose message says which and what to do."""
+
+
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def _writing(destination: Path) -> Iterator[None]:
+    """Turn "permission denied", "read-only file system" and "no space left" while writing ``destination``
+    into one :class:`CannotWrite` that says what to do; other errors pass unchanged."""
+    try:
+        yield
+    except CannotWrite:
+        raise
+    except OSError as error:
+        if error.errno not in _UNWRITABLE:
+            raise
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = ("the disk is full: free some space or choose a folder on another disk" if full else
+                "the folder is not writable: fix its permissions or choose another")
+        cannot = CannotWrite(f"cannot write {destination} ({os.strerror(error.errno)}); {what} (data: --cache DIR "
+                             f"or ${CACHE_ENV}; training: --checkpoint PATH)")
+        cannot.errno = error.errno
+        raise cannot from None
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``lock_path`` during the block; yield whether it is held.
+
+    ``wait=True`` waits for another holder to finish; ``wait=False`` yields
+    ``False`` at once when another process holds it. The lock is the
+    operating system's (``flock``): it ends with its process, however that
+    process ends, so a lock left by a killed run never blocks the next one.
+    The file holds the holder's process id and host, and is removed on
+    release. Where ``fcntl`` is missing (Windows) the block runs unlocked;
+    the atomic renames still keep every file whole.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield True
+        return
+    with _writing(lock_path):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(handle)
+                handle = None
+                break
+            try:
+                current = os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(handle).st_ino:
+                break
+            os.close(handle)  # the holder removed the file while we waited: lock the one there now
+        if handle is not None:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    if handle is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(handle)
+
+
+def lock_holder(lock_path: Path) -> str:
+    """Who holds ``lock_path``, in words: "process 1234 on host", as its file says."""
+    try:
+        pid, _, host = lock_path.read_text().strip().partition(" ")
+    except OSError:
+        pid = host = ""
+    return f"process {pid} on {host}" if pid else "another process"
 
 
 @dataclass(frozen=True)
@@ -117,28 +214,55 @@ def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
     either nothing or the complete result. On any failure the temporary file
     or folder is deleted.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{destination.name}.partial-"
-    if directory:
-        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=prefix))
-    else:
-        handle, name = tempfile.mkstemp(dir=destination.parent, prefix=prefix)
-        os.close(handle)
-        temporary = Path(name)
-    try:
-        yield temporary
-        if directory and destination.exists():
-            # Another process finished the same work first; keep its result.
-            shutil.rmtree(temporary)
+    with _writing(destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        prefix = _partial_prefix(destination)
+        if directory:
+            temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=prefix))
         else:
-            _settle(temporary, directory)
-            os.replace(temporary, destination)
-    except BaseException:
-        if temporary.is_dir():
-            shutil.rmtree(temporary, ignore_errors=True)
-        else:
-            temporary.unlink(missing_ok=True)
-        raise
+            handle, name = tempfile.mkstemp(dir=destination.parent, prefix=prefix)
+            os.close(handle)
+            temporary = Path(name)
+        try:
+            yield temporary
+            if directory and destination.exists():
+                # Another process finished the same work first; keep its result.
+                shutil.rmtree(temporary)
+            else:
+                _settle(temporary, directory)
+                os.replace(temporary, destination)
+        except BaseException:
+            if temporary.is_dir():
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                temporary.unlink(missing_ok=True)
+            raise
+
+
+def _partial_prefix(destination: Path) -> str:
+    return f".{destination.name}.partial-"
+
+
+@contextlib.contextmanager
+def exclusive(destination: Path) -> Iterator[None]:
+    """Let one process at a time produce ``destination``; the others wait, then find it done.
+
+    Inside the block no other process is writing ``destination``, so what a
+    killed process left beside it (``.NAME.partial-*``) is deleted first:
+    nothing half-written is ever trusted, nor kept.
+    """
+    with file_lock(destination.with_name(f".{destination.name}.lock")):
+        remove_leftovers(destination)
+        yield
+
+
+def remove_leftovers(destination: Path) -> None:
+    """Delete what a killed writer of ``destination`` left beside it (``.NAME.partial-*``).
+
+    Call it only while holding a lock that every writer of ``destination`` takes.
+    """
+    for leftover in destination.parent.glob(_partial_prefix(destination) + "*"):
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- finding files
@@ -186,7 +310,11 @@ def fetch(
         reason = "it has no official download" if file.url is None else "downloading was not allowed"
         raise DataError(f"{where}; {reason}; {_how_to_provide(file, cache_copy)}")
     try:
-        download(file.url, cache_copy, file.md5)
+        with exclusive(cache_copy):
+            if not cache_copy.is_file():  # else another process downloaded it while this one waited
+                download(file.url, cache_copy, file.md5)
+    except CannotWrite:
+        raise
     except (urllib.error.URLError, OSError) as error:
         raise DataError(
             f"{where}; downloading {file.url} failed ({_one_line(error)}); {_how_to_provide(file, cache_copy)}"
@@ -350,11 +478,34 @@ def extract_archive(archive: Path, target: Path) -> Path:
     if kind not in ("zip", "tar", "tar.gz"):
         raise DataError(f"cannot unpack {archive}: not a .zip, .tar or .tar.gz archive")
     try:
-        with atomic_output(target, directory=True) as temporary:
-            (_extract_zip if kind == "zip" else _extract_tar)(archive, temporary)
+        with exclusive(target):
+            if target.is_dir():  # another process unpacked it while this one waited
+                return target
+            with atomic_output(target, directory=True) as temporary:
+                (_extract_zip if kind == "zip" else _extract_tar)(archive, temporary)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise DataError(f"{archive} is truncated or corrupt ({_one_line(error)}); replace it") from None
     return target
+
+
+# ---------------------------------------------------------------- images
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator:
+    """``PIL.Image.open(path)`` for the block; a file that is not a readable image is one ``DataError``.
+
+    PIL reads lazily, so a truncated image fails inside the block (at
+    ``convert``), which is why the block is covered too.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path} is not a readable image ({_one_line(error)}); the data set holds a damaged or "
+                        "foreign file: replace the archive or folder it came from") from None
 
 
 # ---------------------------------------------------------------- tensor cache
@@ -388,6 +539,9 @@ def cached_tensors(path: Path, build: Callable[[], dict]) -> dict:
     """
     content = load_tensors(path)
     if content is None:
-        content = build()
-        save_tensors(content, path)
+        with exclusive(path):
+            content = load_tensors(path)  # another process may have built it while this one waited
+            if content is None:
+                content = build()
+                save_tensors(content, path)
     return content

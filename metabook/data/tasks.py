@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from metabook import validation
+
 __all__ = ["Task", "TaskBatch", "stack_tasks"]
 
 
@@ -44,6 +46,9 @@ class Task:
     query_y: torch.Tensor
     classes: torch.Tensor
 
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
     @property
     def num_ways(self) -> int:
         return len(self.classes)
@@ -68,6 +73,9 @@ class TaskBatch:
     query_x: torch.Tensor
     query_y: torch.Tensor
     classes: torch.Tensor
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
@@ -95,6 +103,12 @@ class TaskBatch:
 
     def to(self, device) -> "TaskBatch":
         return TaskBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def _check_fields(task) -> None:
+    """Every field a tensor (a NumPy array gets the call that converts it)."""
+    for f in fields(task):
+        validation.tensor(f.name, getattr(task, f.name))
 
 
 def stack_tasks(tasks: list[Task]) -> TaskBatch:
