@@ -115,13 +115,15 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs(tmp_path, wheel):
     python = environment / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check", "install",
            "--quiet", "--no-deps", "--no-index"]
-    subprocess.run([*pip, str(wheel)], check=True, timeout=300)
+    # No PYTHONPATH (the tests' own may hold a checkout with metadata that pip would take for an installed
+    # metabook-learn), and not from the repository's folder.
+    clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([*pip, str(wheel)], check=True, timeout=300, cwd=tmp_path, env=clean)
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          capture_output=True, text=True, check=True, env=clean).stdout.strip()
     # Lines of a .pth file only extend sys.path, after the venv's own site-packages; the .pth files of that
     # folder (such as an editable metabook of the test environment) are not read.
     Path(site, "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
     def run(*command: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(python), *command], capture_output=True, text=True, cwd=tmp_path, env=clean,
@@ -141,7 +143,7 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs(tmp_path, wheel):
     # The unrelated PyPI "metabook" writes into the same folder; importing says so, with the fix.
     other = make_stand_in_wheel(tmp_path, "metabook", "1.0.0", {"metabook/publishers.py": ""},
                                 summary="rename and organize your pdf book collection")
-    subprocess.run([*pip, str(other)], check=True, timeout=300)
+    subprocess.run([*pip, str(other)], check=True, timeout=300, cwd=tmp_path, env=clean)
     warned = run("-c", "import metabook")
     assert warned.returncode == 0, warned.stderr[-3000:]
     assert "the unrelated PyPI project 'metabook' 1.0.0" in warned.stderr, warned.stderr[-3000:]
