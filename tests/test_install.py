@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from conftest import skip_or_fail
+from metabook.distribution import OUR_SUMMARY
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "metabook-learn"
@@ -89,6 +90,8 @@ def test_the_wheel_is_named_metabook_learn_and_ships_py_typed(wheel):
     assert wheel.name.startswith("metabook_learn-"), wheel.name
     metadata = wheel_metadata(wheel)
     assert metadata["Name"] == DISTRIBUTION
+    # metabook.distribution tells this project's own installs (once named "metabook") by this summary.
+    assert metadata["Summary"].startswith(OUR_SUMMARY), "update metabook.distribution.OUR_SUMMARY"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert "metabook/py.typed" in names, "py.typed is missing: type checkers would skip the package (PEP 561)"
