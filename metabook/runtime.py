@@ -50,3 +50,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+# Every entry point imports this module (`import metabook` does, and so does each command), which makes it the
+# place to say so once when the unrelated PyPI `metabook` has been installed over (or under) this package.
+from metabook.distribution import warn_if_another_metabook_is_installed  # noqa: E402
+
+warn_if_another_metabook_is_installed()

@@ -235,6 +235,7 @@ def _device(config: TrainConfig) -> torch.device:
 def _run_train(args) -> int:
     from metabook.checkpoint import provenance, write_json
     from metabook.evaluation import batch_norm_mode
+    from metabook.run_length import announce_run_length
     from metabook.runtime import seed_everything
     from metabook.training import train
 
@@ -247,6 +248,7 @@ def _run_train(args) -> int:
     seed_everything(config.seed)  # the network's initialization
     model = build_model(config, config.training_ways)
     train_sampler = make_sampler(config, "train", config.seed, device, args.cache, args.mirror, training=True)
+    announce_run_length(train_sampler, config.steps)  # one line after the first few steps: how long this run takes
     val_sampler = None
     if config.validate_every:
         val_sampler = make_sampler(config, "val", config.seed + 1, device, args.cache, args.mirror)

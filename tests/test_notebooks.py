@@ -92,7 +92,7 @@ def test_notebook_starts_with_colab_setup_and_scale_switch(path):
     assert "import metabook" in setup and "except ImportError" in setup, (
         f"{path.name}: the first code cell must be the setup cell of CONTRIBUTING.md"
     )
-    assert f'"metabook @ git+{repository_url()}"' in setup, (
+    assert f'"metabook-learn @ git+{repository_url()}"' in setup, (
         f"{path.name}: the setup cell must install from the repository URL of _config.yml ({repository_url()})"
     )
     assert "torch" not in setup.replace("Colab's own torch", ""), f"{path.name}: the setup cell must leave torch alone"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from metabook.cli import build_parser, main
+from metabook.run_length import format_duration
 from metabook.train_cli import ALGORITHMS, CLASSIFIERS, DATA_SETS, config_from_args
 from metabook.training import EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS
 
@@ -118,6 +119,20 @@ def test_train_then_evaluate_on_sinusoids_writes_json_with_the_interval_and_prov
         assert provenance["device_name"] and "git_commit" in provenance and record["wall_time_s"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sine.curve.jsonl", "sine.pt", "sine.train.json",
                                                           "test.json"]
+
+
+def test_train_says_how_long_the_run_takes_after_its_first_steps(capsys, tmp_path):
+    """Only that the line is there and its arithmetic holds: the timing itself depends on the machine."""
+    code, out, err = run(capsys, "train", "--data", "sinusoid", "--steps", 12, "--meta-batch", 2, "--validate-every",
+                         0, "--checkpoint", tmp_path / "sine.pt", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if "s a meta-step on this machine" in line]
+    assert line.endswith("for the 12 steps of this run"), line
+    assert format_duration(30_420) == "8 h 27 min" and format_duration(1_000) == "17 min" and format_duration(42) == "42 s"
+
+    code, out, err = run(capsys, "train", "--data", "sinusoid", "--steps", 6, "--meta-batch", 2, "--validate-every",
+                         0, "--checkpoint", tmp_path / "short.pt", "--device", "cpu", "--no-progress")
+    assert code == 0 and "meta-step on this machine" not in out, "a run too short to time says nothing"
 
 
 @pytest.mark.parametrize("algorithm", GRADIENT_ALGORITHMS)
