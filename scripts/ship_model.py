@@ -41,7 +41,12 @@ def main(argv=None) -> int:
     state = load_checkpoint(args.checkpoint or run["checkpoint"])
     if state["step"] != run["config"]["steps"]:
         raise SystemExit(f"the checkpoint is at step {state['step']} of {run['config']['steps']}: finish the run first")
-    weights = {"format": pretrained.FORMAT, "config": state["config"],
+    config = dict(state["config"])
+    if config["dataset"].startswith("omniglot-"):
+        # The ProtoNets script names the training split in the data set ("omniglot-train"); the shipped model is
+        # rebuilt and tested on Omniglot's test split like every other (MAML's body, as that script's main runs).
+        config["dataset"] = "omniglot"
+    weights = {"format": pretrained.FORMAT, "config": config,
                "model": {k: v.contiguous() for k, v in state["model"].items()}, "lrs": state["lrs"]}
     file = f"{args.name}.pt"
     with atomic_output(pretrained.FOLDER / file) as temporary:
