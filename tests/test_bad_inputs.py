@@ -391,6 +391,13 @@ def _(folder):
     train(tiny_config(ways=5), tiny_net(3), NWayKShotSampler(tiny_data(), 5, 1, 1), progress=False)
 
 
+@case("meta-gradient-more-ways-than-head", "API", "`meta_gradient` of 5-way tasks on a 3-output head", ValueError,
+      "the tasks have 5 ways, but ConvNet's head has only 3 outputs")
+def _(folder):
+    model = tiny_net(3)
+    meta_gradient(model, dict(model.named_parameters()), tiny_tasks(5), InnerLoop())
+
+
 @case("batch-norm-running-stats-train", "API", "`train` a network with `nn.BatchNorm2d` (running statistics)",
       ValueError, "use metabook.models.TaskBatchNorm2d (per-task statistics, as MAML's code) or "
       "nn.BatchNorm2d(channels, track_running_stats=False)")
