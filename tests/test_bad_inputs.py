@@ -86,12 +86,18 @@ def case(id: str, area: str, tried: str, error, fragment: str):
     return register
 
 
-def command(id: str, tried: str, status: int, fragment: str, argv: str, prepare=None) -> None:
-    """A command-line case: ``python -m metabook`` + ``argv`` (``{tmp}`` is the case's folder)."""
+def command(id: str, tried: str, status: int, fragment: str, argv: str, prepare=None, read_only: str = "") -> None:
+    """A command-line case: ``python -m metabook`` + ``argv`` (``{tmp}`` is the case's folder).
+
+    ``read_only``: a function (``"tempfile.mkstemp"``) that fails as on a read-only file system meanwhile.
+    """
     def run(folder: Path):
         if prepare is not None:
             prepare(folder)
-        return main([part.format(tmp=folder) for part in argv.split()])
+        fails = mock.patch(read_only, side_effect=OSError(errno.EROFS, os.strerror(errno.EROFS))) if read_only \
+            else contextlib.nullcontext()
+        with fails:
+            return main([part.format(tmp=folder) for part in argv.split()])
     CASES.append(Case(id, "CLI", tried, status, fragment, run))
 
 
@@ -202,6 +208,17 @@ command("diverging-run", "`train --data sinusoid --meta-lr 1e6`: training that d
         "training diverged at step 2: the meta-loss is NaN or infinite",
         "train --data sinusoid --meta-lr 1e6 --steps 20 --meta-batch 2 --checkpoint-every 1 --validate-every 0 "
         "--device cpu --no-progress --checkpoint {tmp}/run.pt")
+
+command("checkpoint-read-only", "`train` with `--checkpoint` in a read-only folder", 1,
+        "run.pt (Read-only file system); the folder is not writable",
+        "train --data sinusoid --steps 2 --meta-batch 2 --validate-every 0 --device cpu --no-progress "
+        "--checkpoint {tmp}/run.pt", read_only="tempfile.mkstemp")
+command("data-cache-read-only", "`data prepare omniglot-runs` into a read-only cache folder", 1,
+        "all_runs (Read-only file system); the folder is not writable: fix its permissions or choose another "
+        "(data: --cache DIR or $METABOOK_DATA",
+        "data prepare omniglot-runs --cache {tmp}/cache --mirror {tmp}/mirror",
+        lambda folder: write_zip(folder / "mirror" / "omniglot" / "all_runs.zip", {"run01/x.txt": b"x"}),
+        read_only="tempfile.mkdtemp")
 
 # ── Checkpoints from elsewhere (evaluate) ────────────────────────────────────
 
