@@ -342,6 +342,20 @@ def _(folder):
     evaluate(tiny_net(), NWayKShotSampler(tiny_data(), 3, 1, 1), InnerLoop(), num_tasks=0)
 
 
+@case("loader-image-size-zero", "API", "`load_omniglot('train', image_size=0)`", ValueError,
+      "image_size must be at least 1, got 0")
+def _(folder):
+    from metabook.data import load_omniglot
+    load_omniglot("train", image_size=0, cache=folder / "cache", mirror=folder / "mirror")
+
+
+@case("loader-per-class-zero", "API", "`load_rotated_mnist(per_class=0)`", ValueError,
+      "per_class must be at least 1, got 0")
+def _(folder):
+    from metabook.data import load_rotated_mnist
+    load_rotated_mnist(per_class=0, cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
+
+
 # ── The Python API: tensors and NumPy arrays ─────────────────────────────────
 
 
