@@ -603,14 +603,6 @@ def train(
     optimizer = make_optimizer(config, params, lrs)
     eval_inner = inner_loop(config, evaluation=True)
 
-    with checkpoint_lock(checkpoint):  # two runs into one checkpoint would interleave their steps
-        return _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
-                             device, params, lrs, optimizer, eval_inner)
-
-
-def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
-                  device, params, lrs, optimizer, eval_inner) -> TrainResult:
-    """The body of :func:`train`, run while it holds the checkpoint's lock."""
     state = _resume_state(config, checkpoint, resume)
     if state is None:
         seed_everything(config.seed)
@@ -663,7 +655,8 @@ def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume,
     not_training = 0.0
     saved_step = start if state is not None else None  # the step of the checkpoint on disk
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
-    with bar, StopAtStepEnd() as stop:
+    # The lock: a second run writing into the same checkpoint would interleave its steps with this one's.
+    with checkpoint_lock(checkpoint), bar, StopAtStepEnd() as stop:
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:
