@@ -219,6 +219,12 @@ command("data-cache-read-only", "`data prepare omniglot-runs` into a read-only c
         "data prepare omniglot-runs --cache {tmp}/cache --mirror {tmp}/mirror",
         lambda folder: write_zip(folder / "mirror" / "omniglot" / "all_runs.zip", {"run01/x.txt": b"x"}),
         read_only="tempfile.mkdtemp")
+command("validation-diverges", "`train --data sinusoid --inner-lr 1.5`: one training step is fine, ten "
+        "validation steps diverge (it reported \"last validation mse nan\" and exited 0)", 1,
+        "validation diverged after step 10: the validation mse is nan, because fine-tuning with inner_lr=1.5 for "
+        "eval_inner_steps=10 steps diverges; lower inner_lr or eval_inner_steps",
+        "train --data sinusoid --inner-lr 1.5 --steps 20 --validate-every 10 --validation-tasks 10 --device cpu "
+        "--no-progress --checkpoint {tmp}/run.pt")
 
 # ── Checkpoints from elsewhere (evaluate) ────────────────────────────────────
 
