@@ -591,8 +591,8 @@ def train(
     cannot adapt (batch norm with running statistics, ANIL without ``head.``
     parameters, fewer outputs than ways) is a ``ValueError`` before any step;
     a meta-loss or gradient that is NaN or infinite raises
-    :class:`TrainingDiverged` before the weights move, the last checkpoint
-    written staying as it was; another run training into the same
+    :class:`TrainingDiverged` before the weights move, and so does a NaN
+    validation score, the last checkpoint written staying as it was; another run training into the same
     ``checkpoint`` raises :class:`metabook.checkpoint.CheckpointInUse`.
 
     A typical chapter::
