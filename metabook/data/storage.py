@@ -112,8 +112,9 @@ def file_lock(lock_path: Path, wait: bool = True) -> Iterator[bool]:
     operating system's (``flock``): it ends with its process, however that
     process ends, so a lock left by a killed run never blocks the next one.
     The file holds the holder's process id and host, and is removed on
-    release. Where ``fcntl`` is missing (Windows) the block runs unlocked;
-    the atomic renames still keep every file whole.
+    release. Where ``fcntl`` is missing (Windows) or the file system has no
+    locks, the block runs unlocked; the atomic renames still keep every file
+    whole.
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield True
@@ -127,6 +128,10 @@ def file_lock(lock_path: Path, wait: bool = True) -> Iterator[bool]:
             except BlockingIOError:
                 os.close(handle)
                 handle = None
+                break
+            except OSError as error:  # a file system without locks (some network mounts): go on unlocked
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
                 break
             try:
                 current = os.stat(lock_path).st_ino
