@@ -54,8 +54,8 @@ from metabook.maml import meta_gradient
 from metabook.models import ConvNet, sinusoid_mlp
 from metabook.training import TrainConfig, TrainingDiverged, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures_data import write_mini_imagenet_csv, write_tar_gz, write_zip  # noqa: E402
+from fixtures_data import write_mini_imagenet_csv, write_tar_gz, write_zip
+
 
 TESTS = Path(__file__).resolve().parent
 TABLE = TESTS / "bad_inputs.md"
