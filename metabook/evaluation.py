@@ -27,6 +27,7 @@ sampler with the same seed gives the same result, bit for bit on the CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -115,6 +116,19 @@ def batch_norm_mode(model: nn.Module, query_bn: str) -> str:
     return query_bn if any(isinstance(m, TaskBatchNorm2d) for m in model.modules()) else "none"
 
 
+@contextlib.contextmanager
+def _explain_gradients_under_no_grad(model: nn.Module):
+    """Turn torch's "does not require grad", met by a method that differentiates under ``no_grad``, into the rule."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "does not require grad" not in str(error):
+            raise
+        raise RuntimeError(f"{type(model).__name__} differentiates during evaluation, which runs under "
+                           "torch.no_grad(): wrap the gradient it takes in `with torch.enable_grad():` "
+                           f"(as metabook.inner_loop.autograd_gradient does); torch said: {error}") from None
+
+
 def evaluate(
     model: nn.Module,
     sampler,
@@ -172,18 +186,12 @@ def evaluate(
         while done < num_tasks:
             count = min(tasks_per_batch, num_tasks - done)
             tasks = sampler.sample(count).to(device)
-            try:
+            with _explain_gradients_under_no_grad(model):
                 if episodic:
                     outputs, loss = episode_outputs(model, params, tasks, strategy)
                 else:
                     adaptation = adapt(model, params, tasks, inner, lrs, strategy)
                     outputs, loss = adaptation.query_outputs, adaptation.query_loss
-            except RuntimeError as error:
-                if "does not require grad" not in str(error):
-                    raise
-                raise RuntimeError(f"{type(model).__name__} differentiates during evaluation, which runs under "
-                                   "torch.no_grad(): wrap the gradient it takes in `with torch.enable_grad():` "
-                                   f"(as metabook.inner_loop.autograd_gradient does); torch said: {error}") from None
             scores.append(per_task_scores(outputs, tasks.query_y).double().cpu())
             # The loss is a mean over this batch's tasks; weight it by their number.
             losses.append(loss.double().cpu() * count)

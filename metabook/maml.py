@@ -142,7 +142,7 @@ def meta_gradient(
     # The meta-gradient is computed by torch.func, not recorded on θ's autograd graph.
     params = {name: p.detach() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
-    validation.network(model, inner.head_only)
+    validation.network(model, inner.head_only, getattr(tasks, "num_ways", None))
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(strategy, support_x.device, stacks=True)
     differentiate = DIFFERENTIATE[strategy]

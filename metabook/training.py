@@ -56,6 +56,7 @@ run cut into pieces, such as a lent GPU's few minutes at a time, loses nothing.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
@@ -98,6 +99,7 @@ __all__ = [
     "reptile_step_size",
     "meta_step",
     "stop_if_diverged",
+    "stop_if_validation_diverged",
     "TrainingDiverged",
     "train",
 ]
@@ -442,6 +444,30 @@ def stop_if_diverged(config: TrainConfig, step: int, loss: torch.Tensor | None, 
         f"lower the learning rate ({rates}){precision}, or check the data for NaN", step + 1, bad)
 
 
+def stop_if_validation_diverged(config: TrainConfig, step: int, score: float) -> None:
+    """Raise :class:`TrainingDiverged` if the validation score after ``step`` steps is NaN or infinite.
+
+    The weights are finite (:func:`stop_if_diverged` saw to it), so it is the
+    fine-tuning of validation, ``eval_inner_steps`` steps of ``inner_lr``,
+    that diverged: every later score, and the test score, would be NaN too.
+    """
+    if math.isfinite(score):
+        return
+    raise TrainingDiverged(
+        f"validation diverged after step {step}: the validation {config.validation_metric} is {score}, because "
+        f"fine-tuning with inner_lr={config.inner_lr} for eval_inner_steps={config.eval_inner_steps} steps "
+        "diverges; lower inner_lr or eval_inner_steps", step, f"validation {config.validation_metric}")
+
+
+def _saying_what_is_kept(error: TrainingDiverged, checkpoint, saved_step: int | None) -> TrainingDiverged:
+    """``error``, its message completed with the checkpoint left on disk."""
+    if not checkpoint:
+        return error
+    kept = f"the checkpoint {checkpoint} of step {saved_step} is kept" if saved_step is not None else \
+        "no checkpoint was written"
+    return TrainingDiverged(f"{error}; {kept}", error.step, error.quantity)
+
+
 # ── The loop ─────────────────────────────────────────────────────────────────
 
 
@@ -590,8 +616,8 @@ def train(
     cannot adapt (batch norm with running statistics, ANIL without ``head.``
     parameters, fewer outputs than ways) is a ``ValueError`` before any step;
     a meta-loss or gradient that is NaN or infinite raises
-    :class:`TrainingDiverged` before the weights move, the last checkpoint
-    written staying as it was; another run training into the same
+    :class:`TrainingDiverged` before the weights move, and so does a NaN
+    validation score, the last checkpoint written staying as it was; another run training into the same
     ``checkpoint`` raises :class:`metabook.checkpoint.CheckpointInUse`.
 
     A typical chapter::
@@ -627,14 +653,6 @@ def train(
     optimizer = make_optimizer(config, params, lrs)
     eval_inner = inner_loop(config, evaluation=True)
 
-    with checkpoint_lock(checkpoint):  # two runs into one checkpoint would interleave their steps
-        return _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
-                             curve_file, device, params, lrs, optimizer, eval_inner)
-
-
-def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume, progress,
-                  curve_file, device, params, lrs, optimizer, eval_inner) -> TrainResult:
-    """The body of :func:`train`, run while it holds the checkpoint's lock."""
     state = _resume_state(config, checkpoint, resume)
     if state is None:
         seed_everything(config.seed)
@@ -655,16 +673,18 @@ def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume,
         curve = [CurvePoint(**point) for point in state["curve"]]
         running = _Running(**state["running"])
 
-    def validate() -> float:
+    def validate(done: int) -> float:
         val_sampler.load_state_dict(val_start)
         if config.train_ways is not None:
             model.ways = config.ways  # validate at the test ways with the same weights (checked above)
         try:
-            return evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
-                            strategy=config.strategy).mean
+            score = evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
+                             strategy=config.strategy).mean
         finally:
             if config.train_ways is not None:
                 model.ways = config.train_ways
+        stop_if_validation_diverged(config, done, score)
+        return score
 
     def save(step: int, elapsed: float) -> None:
         save_checkpoint(checkpoint, {
@@ -691,7 +711,8 @@ def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume,
     not_training = 0.0
     saved_step = start if state is not None else None  # the step of the checkpoint on disk
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
-    with bar, StopAtStepEnd() as stop:
+    # The lock: a second run writing into the same checkpoint would interleave its steps with this one's.
+    with checkpoint_lock(checkpoint), bar, StopAtStepEnd() as stop:
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:
@@ -699,9 +720,7 @@ def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume,
             try:
                 running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
             except TrainingDiverged as error:
-                kept = (f"; the checkpoint {checkpoint} of step {saved_step} is kept" if saved_step is not None
-                        else "; no checkpoint was written") if checkpoint else ""
-                raise TrainingDiverged(f"{error}{kept}", error.step, error.quantity) from None
+                raise _saying_what_is_kept(error, checkpoint, saved_step) from None
             done = step + 1
             validating = val_sampler is not None and config.validate_every and (
                 done % config.validate_every == 0 or done == config.steps)
@@ -711,7 +730,10 @@ def _train_locked(config, model, train_sampler, val_sampler, checkpoint, resume,
                 running = _Running()
                 if validating:
                     validation_began = time.perf_counter()
-                    point.validation = validate()
+                    try:
+                        point.validation = validate(done)
+                    except TrainingDiverged as error:
+                        raise _saying_what_is_kept(error, checkpoint, saved_step) from None
                     not_training += time.perf_counter() - validation_began
                 curve.append(point)
                 if curve_file is not None:

@@ -54,8 +54,8 @@ from metabook.maml import meta_gradient
 from metabook.models import ConvNet, sinusoid_mlp
 from metabook.training import TrainConfig, TrainingDiverged, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures_data import write_cifar100_archive, write_mini_imagenet_csv, write_tar_gz, write_zip  # noqa: E402
+from fixtures_data import write_mini_imagenet_csv, write_tar_gz, write_zip
+
 
 TESTS = Path(__file__).resolve().parent
 TABLE = TESTS / "bad_inputs.md"
@@ -86,12 +86,18 @@ def case(id: str, area: str, tried: str, error, fragment: str):
     return register
 
 
-def command(id: str, tried: str, status: int, fragment: str, argv: str, prepare=None) -> None:
-    """A command-line case: ``python -m metabook`` + ``argv`` (``{tmp}`` is the case's folder)."""
+def command(id: str, tried: str, status: int, fragment: str, argv: str, prepare=None, read_only: str = "") -> None:
+    """A command-line case: ``python -m metabook`` + ``argv`` (``{tmp}`` is the case's folder).
+
+    ``read_only``: a function (``"tempfile.mkstemp"``) that fails as on a read-only file system meanwhile.
+    """
     def run(folder: Path):
         if prepare is not None:
             prepare(folder)
-        return main([part.format(tmp=folder) for part in argv.split()])
+        fails = mock.patch(read_only, side_effect=OSError(errno.EROFS, os.strerror(errno.EROFS))) if read_only \
+            else contextlib.nullcontext()
+        with fails:
+            return main([part.format(tmp=folder) for part in argv.split()])
     CASES.append(Case(id, "CLI", tried, status, fragment, run))
 
 
@@ -202,6 +208,23 @@ command("diverging-run", "`train --data sinusoid --meta-lr 1e6`: training that d
         "training diverged at step 2: the meta-loss is NaN or infinite",
         "train --data sinusoid --meta-lr 1e6 --steps 20 --meta-batch 2 --checkpoint-every 1 --validate-every 0 "
         "--device cpu --no-progress --checkpoint {tmp}/run.pt")
+
+command("checkpoint-read-only", "`train` with `--checkpoint` in a read-only folder", 1,
+        "run.pt (Read-only file system); the folder is not writable",
+        "train --data sinusoid --steps 2 --meta-batch 2 --validate-every 0 --device cpu --no-progress "
+        "--checkpoint {tmp}/run.pt", read_only="tempfile.mkstemp")
+command("data-cache-read-only", "`data prepare omniglot-runs` into a read-only cache folder", 1,
+        "all_runs (Read-only file system); the folder is not writable: fix its permissions or choose another "
+        "(data: --cache DIR or $METABOOK_DATA",
+        "data prepare omniglot-runs --cache {tmp}/cache --mirror {tmp}/mirror",
+        lambda folder: write_zip(folder / "mirror" / "omniglot" / "all_runs.zip", {"run01/x.txt": b"x"}),
+        read_only="tempfile.mkdtemp")
+command("validation-diverges", "`train --data sinusoid --inner-lr 1.5`: one training step is fine, ten "
+        "validation steps diverge (it reported \"last validation mse nan\" and exited 0)", 1,
+        "validation diverged after step 10: the validation mse is nan, because fine-tuning with inner_lr=1.5 for "
+        "eval_inner_steps=10 steps diverges; lower inner_lr or eval_inner_steps",
+        "train --data sinusoid --inner-lr 1.5 --steps 20 --validate-every 10 --validation-tasks 10 --device cpu "
+        "--no-progress --checkpoint {tmp}/run.pt")
 
 # ── Checkpoints from elsewhere (evaluate) ────────────────────────────────────
 
@@ -325,6 +348,20 @@ def _(folder):
     evaluate(tiny_net(), NWayKShotSampler(tiny_data(), 3, 1, 1), InnerLoop(), num_tasks=0)
 
 
+@case("loader-image-size-zero", "API", "`load_omniglot('train', image_size=0)`", ValueError,
+      "image_size must be at least 1, got 0")
+def _(folder):
+    from metabook.data import load_omniglot
+    load_omniglot("train", image_size=0, cache=folder / "cache", mirror=folder / "mirror")
+
+
+@case("loader-per-class-zero", "API", "`load_rotated_mnist(per_class=0)`", ValueError,
+      "per_class must be at least 1, got 0")
+def _(folder):
+    from metabook.data import load_rotated_mnist
+    load_rotated_mnist(per_class=0, cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
+
+
 # ── The Python API: tensors and NumPy arrays ─────────────────────────────────
 
 
@@ -389,6 +426,13 @@ def _(folder):
       "the tasks have 5 ways, but ConvNet's head has only 3 outputs")
 def _(folder):
     train(tiny_config(ways=5), tiny_net(3), NWayKShotSampler(tiny_data(), 5, 1, 1), progress=False)
+
+
+@case("meta-gradient-more-ways-than-head", "API", "`meta_gradient` of 5-way tasks on a 3-output head", ValueError,
+      "the tasks have 5 ways, but ConvNet's head has only 3 outputs")
+def _(folder):
+    model = tiny_net(3)
+    meta_gradient(model, dict(model.named_parameters()), tiny_tasks(5), InnerLoop())
 
 
 @case("batch-norm-running-stats-train", "API", "`train` a network with `nn.BatchNorm2d` (running statistics)",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from metabook.cli import UserError
-from metabook.data.storage import CACHE_ENV, MIRROR_ENV, DataError, cache_dir
+from metabook.data.storage import CACHE_ENV, MIRROR_ENV, CannotWrite, DataError, cache_dir
 
 __all__ = ["add_parser", "DATA_SETS"]
 
@@ -127,7 +127,9 @@ def _run_prepare(args) -> int:
     print(f"preparing {args.name} in {cache_dir(args.cache)} (downloads what the cache and mirror lack)", flush=True)
     try:
         rows = commands.splits(args.cache, args.mirror, True)
-    except OSError as error:  # e.g. an unwritable cache folder
+    except CannotWrite:
+        raise  # says which folder and what to do already
+    except OSError as error:  # another failure of the file system
         raise UserError(f"preparing {args.name} failed: {' '.join(str(error).split())}; "
                         "check that the cache folder is writable, or pass --cache DIR") from None
     print(f"{args.name} is ready: {len(rows)} splits")

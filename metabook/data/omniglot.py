@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metabook import validation
 from metabook.data.classes import ClassImages
 from metabook.data.storage import DataError, UpstreamFile, cache_dir, cached_tensors, extract_archive, fetch, open_image
 
@@ -187,8 +188,7 @@ def load_omniglot_characters(
     (seconds); the result is cached as a tensor file, so later calls take
     well under a second.
     """
-    if image_size < 1:
-        raise DataError(f"image_size must be positive, got {image_size}")
+    image_size = validation.count("image_size", image_size)
     resampling = "lanczos" if antialias else "nearest"
     cache_file = _cache_folder(cache) / f"omniglot-{image_size}px-{resampling}-v{_FORMAT_VERSION}.pt"
 

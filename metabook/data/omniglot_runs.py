@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from metabook import validation
 from metabook.data.omniglot import resize_drawing
 from metabook.data.storage import DataError, UpstreamFile, cache_dir, extract_archive, fetch, open_image
 
@@ -87,6 +88,7 @@ def load_omniglot_runs(
     allow_download: bool = True,
 ) -> list[OneShotRun]:
     """The 20 runs, images at their native 105x105 or resized like ``load_omniglot`` does."""
+    image_size = validation.count("image_size", image_size)
     folder = cache_dir(cache) / "omniglot" / "all_runs"
     if not folder.is_dir():  # unpacked once; a finished folder is complete (see extract_archive)
         extract_archive(fetch(ALL_RUNS, cache, mirror, allow_download), folder)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metabook import validation
 from metabook.data.storage import DataError, UpstreamFile, fetch
 
 __all__ = [
@@ -123,6 +124,8 @@ def load_rotated_mnist(
     allow_download: bool = True,
 ) -> RotatedMNIST:
     """Rotated MNIST domains from the MNIST test set (see the module docstring for the protocol)."""
+    per_class = validation.count("per_class", per_class)
+    seed = validation.count("seed", seed, minimum=0)
     images = read_idx(fetch(MNIST_TEST_FILES["images"], cache, mirror, allow_download), expected_dims=3)
     labels = read_idx(fetch(MNIST_TEST_FILES["labels"], cache, mirror, allow_download), expected_dims=1)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):

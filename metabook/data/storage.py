@@ -84,15 +84,15 @@ _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUO
 
 
 @contextlib.contextmanager
-def _writing(destination: Path) -> Iterator[None]:
-    """Turn "permission denied", "read-only file system" and "no space left" while writing ``destination``
-    into one :class:`CannotWrite` that says what to do; other errors pass unchanged."""
+def _writing(destination: Path, errors: set[int] = _UNWRITABLE) -> Iterator[None]:
+    """Turn "permission denied", "read-only file system" and "no space left" (``errors``) while writing
+    ``destination`` into one :class:`CannotWrite` that says what to do; other errors pass unchanged."""
     try:
         yield
     except CannotWrite:
         raise
     except OSError as error:
-        if error.errno not in _UNWRITABLE:
+        if error.errno not in errors:
             raise
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         what = ("the disk is full: free some space or choose a folder on another disk" if full else
@@ -112,8 +112,9 @@ def file_lock(lock_path: Path, wait: bool = True) -> Iterator[bool]:
     operating system's (``flock``): it ends with its process, however that
     process ends, so a lock left by a killed run never blocks the next one.
     The file holds the holder's process id and host, and is removed on
-    release. Where ``fcntl`` is missing (Windows) the block runs unlocked;
-    the atomic renames still keep every file whole.
+    release. Where ``fcntl`` is missing (Windows) or the file system has no
+    locks, the block runs unlocked; the atomic renames still keep every file
+    whole.
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield True
@@ -127,6 +128,10 @@ def file_lock(lock_path: Path, wait: bool = True) -> Iterator[bool]:
             except BlockingIOError:
                 os.close(handle)
                 handle = None
+                break
+            except OSError as error:  # a file system without locks (some network mounts): go on unlocked
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
                 break
             try:
                 current = os.stat(lock_path).st_ino
@@ -212,7 +217,8 @@ def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
     The temporary name starts with a dot and lives in the same folder, so the
     final ``os.replace`` is a rename on one file system: other processes see
     either nothing or the complete result. On any failure the temporary file
-    or folder is deleted.
+    or folder is deleted. A read-only folder or a full disk raises
+    :class:`CannotWrite`.
     """
     with _writing(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -223,20 +229,23 @@ def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
             handle, name = tempfile.mkstemp(dir=destination.parent, prefix=prefix)
             os.close(handle)
             temporary = Path(name)
-        try:
+    try:
+        # The block may also read files: only a full or read-only disk is surely about the writing.
+        with _writing(destination, {errno.ENOSPC, errno.EDQUOT, errno.EROFS}):
             yield temporary
+        with _writing(destination):
             if directory and destination.exists():
                 # Another process finished the same work first; keep its result.
                 shutil.rmtree(temporary)
             else:
                 _settle(temporary, directory)
                 os.replace(temporary, destination)
-        except BaseException:
-            if temporary.is_dir():
-                shutil.rmtree(temporary, ignore_errors=True)
-            else:
-                temporary.unlink(missing_ok=True)
-            raise
+    except BaseException:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+        raise
 
 
 def _partial_prefix(destination: Path) -> str:
