@@ -701,10 +701,6 @@ def train(
             "wall_time_s": elapsed,
         })
 
-    if curve_file is not None:
-        with atomic_output(Path(curve_file)) as temporary:  # the points the run has, then one line per new point
-            temporary.write_text("".join(json.dumps(asdict(point)) + "\n" for point in curve))
-
     began = time.perf_counter()
     # Training time excludes validation and checkpoints; it continues from the last point on resume.
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
@@ -713,6 +709,9 @@ def train(
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=config.algorithm, unit="step")
     # The lock: a second run writing into the same checkpoint would interleave its steps with this one's.
     with checkpoint_lock(checkpoint), bar, StopAtStepEnd() as stop:
+        if curve_file is not None:
+            with atomic_output(Path(curve_file)) as temporary:  # the points the run has, then one line per new point
+                temporary.write_text("".join(json.dumps(asdict(point)) + "\n" for point in curve))
         for step in range(start, config.steps):
             tasks = train_sampler.sample(config.meta_batch).to(device)
             if step == start:

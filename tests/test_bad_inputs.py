@@ -210,7 +210,7 @@ command("diverging-run", "`train --data sinusoid --meta-lr 1e6`: training that d
         "--device cpu --no-progress --checkpoint {tmp}/run.pt")
 
 command("checkpoint-read-only", "`train` with `--checkpoint` in a read-only folder", 1,
-        "run.pt (Read-only file system); the folder is not writable",
+        "run.curve.jsonl (Read-only file system); the folder is not writable",
         "train --data sinusoid --steps 2 --meta-batch 2 --validate-every 0 --device cpu --no-progress "
         "--checkpoint {tmp}/run.pt", read_only="tempfile.mkstemp")
 command("data-cache-read-only", "`data prepare omniglot-runs` into a read-only cache folder", 1,
@@ -737,7 +737,7 @@ def test_two_runs_on_one_checkpoint_refuse_and_a_killed_runs_lock_does_not_block
     cut_short.write_bytes(b"half a checkpoint")
     assert main(argv) == 0, capsys.readouterr().err
     assert load_checkpoint(checkpoint)["step"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == [
-        "run.pt", "run.train.json"]
+        "run.curve.jsonl", "run.pt", "run.train.json"]
 
 
 def test_two_processes_preparing_one_cache_build_it_once(tmp_path):
