@@ -64,3 +64,25 @@ def test_the_report_command_refuses_what_is_not_a_run_in_one_line(tmp_path, caps
     assert main(["report", str(tmp_path / "missing.pt")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "not a readable JSON file" in err[0] and "no run at" in err[1]
+
+
+def test_merging_results_keeps_the_other_runs_and_refuses_smoke_files(tmp_path, load_script):
+    import pytest
+
+    merge = load_script("merge_results")
+    folder, out = tmp_path / "results", tmp_path / "out"
+    folder.mkdir(), out.mkdir()
+    write_results(out, "a.json")
+    first = json.loads((out / "a.json").read_text())
+    first["script"] = "scripts/full_scale_gradient.py"
+    first["runs"]["maml-5way-1shot"]["test"]["metric"] = "accuracy"
+    (folder / "gradient_based.json").write_text(json.dumps(
+        {"script": first["script"], "runs": {"fomaml-5way-1shot": first["runs"]["maml-5way-1shot"]}}))
+    (out / "a.json").write_text(json.dumps(first))
+    assert merge.main([str(out / "a.json")], folder=folder) == 0
+    merged = json.loads((folder / "gradient_based.json").read_text())
+    assert sorted(merged["runs"]) == ["fomaml-5way-1shot", "maml-5way-1shot"]
+    first["smoke"] = True
+    (out / "a.json").write_text(json.dumps(first))
+    with pytest.raises(SystemExit, match="--smoke"):
+        merge.main([str(out / "a.json")], folder=folder)

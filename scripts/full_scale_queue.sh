@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The full-scale runs still to make on two CPU cores, in order, in two lanes (one thread each).
+#
+#   bash scripts/full_scale_queue.sh          # start both lanes in the background; logs in runs/logs/
+#   bash scripts/full_scale_queue.sh status   # where each run stands
+#
+# Every run resumes from its checkpoint in runs/full_scale/ (copied there from results/checkpoints/,
+# where a session commits the checkpoints of unfinished runs) and a finished run is only scored
+# again, so the queue can be started again at any time: it continues where it stopped. Results
+# go to runs/out/<script>-<lane>.json; merge them into results/ with
+# scripts/merge_results.py when a run has finished.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 METABOOK_MIRROR="${METABOOK_MIRROR:-$(cd ../shared/data 2>/dev/null && pwd)}"
+mkdir -p runs/full_scale runs/logs runs/out
+cp -n results/checkpoints/*.pt runs/full_scale/ 2>/dev/null || true
+
+PY=.venv/bin/python
+COMMON=(--device cpu --no-progress)
+
+lane_a() {
+    $PY scripts/full_scale_gradient.py --runs maml-5way-1shot maml-5way-1shot-alpha0.4 "${COMMON[@]}" --output runs/out/gradient-a.json
+    $PY scripts/full_scale_protonets.py --runs protonet-vinyals protonet-vinyals-bf16 "${COMMON[@]}" --output runs/out/protonets-a.json
+    $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
+    $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
+}
+
+lane_b() {
+    $PY scripts/full_scale_protonets.py --runs protonet-5shot "${COMMON[@]}" --output runs/out/protonets-b.json
+    $PY scripts/full_scale_gradient.py --runs reptile-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
+    $PY scripts/full_scale_closed_form.py --runs lrd2-omniglot-5way-1shot r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
+    $PY scripts/full_scale_mldg.py --seeds 3 --output runs/out/mldg-b.json --no-progress
+}
+
+if [ "${1:-}" = status ]; then
+    for checkpoint in runs/full_scale/*.pt; do
+        $PY - "$checkpoint" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+print(f"{sys.argv[1]}: step {state['step']} of {state['config']['steps']}, {state['wall_time_s'] / 60:.0f} min")
+PY
+    done
+    exit 0
+fi
+nohup bash -c "$(declare -f lane_a); PY=$PY; COMMON=(${COMMON[*]}); lane_a" > runs/logs/lane-a.log 2>&1 &
+nohup bash -c "$(declare -f lane_b); PY=$PY; COMMON=(${COMMON[*]}); lane_b" > runs/logs/lane-b.log 2>&1 &
+echo "two lanes started: tail -f runs/logs/lane-a.log runs/logs/lane-b.log"

@@ -1,0 +1,52 @@
+"""Merge the runs of results files written elsewhere (``--output runs/out/...``) into ``results/``.
+
+    .venv/bin/python scripts/merge_results.py runs/out/gradient-a.json runs/out/protonets-a.json
+
+Each file goes into the results file of the script that wrote it (its
+``script`` field names it; the script's ``Script(...)`` names its results
+file), run by run: a run already there is replaced, the others are kept.
+Smoke-test files and runs that do not follow the results schema are refused.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from full_scale_common import ROOT, save, schema_problems  # noqa: E402
+
+
+def results_file(script: str, folder: Path) -> Path:
+    """``folder/<name>.json`` for ``scripts/full_scale_X.py``, the name read from the script's ``Script(...)``."""
+    source = (ROOT / script).read_text()
+    name = re.search(r'Script\(__file__, __doc__, "([^"]+)"', source)
+    if name is None:
+        raise SystemExit(f"{script} declares no results file")
+    return folder / name.group(1)
+
+
+def main(argv=None, folder: Path = ROOT / "results") -> int:
+    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
+    if not paths:
+        raise SystemExit(__doc__)
+    for path in paths:
+        incoming = json.loads(path.read_text())
+        if incoming.get("smoke"):
+            raise SystemExit(f"{path} was written by --smoke: its numbers mean nothing")
+        for name, run in incoming["runs"].items():
+            problems = schema_problems(run)
+            if problems:
+                raise SystemExit(f"{path}: run {name!r} does not follow the results schema: {'; '.join(problems)}")
+        target = results_file(incoming["script"], folder)
+        merged = json.loads(target.read_text()) if target.is_file() else {"runs": {}}
+        merged.update({k: v for k, v in incoming.items() if k != "runs"})
+        merged["runs"].update(incoming["runs"])
+        save(merged, target)
+        print(f"{path}: {', '.join(incoming['runs'])} -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
