@@ -43,6 +43,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metabook.inner_loop import DIFFERENTIATE, InnerLoop, Params, fine_tune, over_tasks, resolve_strategy
+from metabook.methods import Method, Step, inner_loop, register
 
 __all__ = [
     "split_domains",
@@ -52,6 +53,10 @@ __all__ = [
     "task_erm_gradient",
     "erm_gradient",
     "domain_accuracy",
+    "mldg_step",
+    "erm_step",
+    "ERM",
+    "MLDG",
 ]
 
 
@@ -212,3 +217,48 @@ def domain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
         correct += int((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).sum())
     return correct / len(x)
+
+
+# ── ERM and MLDG as metabook methods (metabook.methods) ──────────────────────
+
+
+def mldg_step(config, model: nn.Module, params: Params, lrs: Params | None, batch) -> Step:
+    """One batch of source domains: MLDG's direction, F + βG, and the meta-test accuracy after the virtual step."""
+    g = mldg_gradient(model, params, batch, inner_loop(config), config.mldg_beta, config.strategy)
+    return Step(g.params, None, g.loss, g.accuracy)
+
+
+def erm_step(config, model: nn.Module, params: Params, lrs: Params | None, batch) -> Step:
+    """One batch of source domains: ∇θ of the mean loss over all its examples, that loss, and the accuracy."""
+    g = erm_gradient(model, params, batch, inner_loop(config).loss, config.strategy)
+    return Step(g.params, None, g.loss, g.accuracy)
+
+
+def check_domain_config(config) -> None:
+    """ERM and MLDG: every parameter, a fixed step, no validation tasks; MLDG's one virtual step and β ≥ 0."""
+    if config.head_only or config.learn_lrs:
+        raise ValueError(f"{config.algorithm} trains every parameter with a fixed step: head_only and "
+                         "learn_lrs belong to ANIL and Meta-SGD")
+    if config.algorithm == MLDG_NAME and config.inner_steps != 1:
+        raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
+                         f"got {config.inner_steps}")
+    if config.mldg_beta < 0:
+        raise ValueError(f"mldg_beta must be at least 0, got {config.mldg_beta}")
+    if config.validate_every:
+        raise ValueError(f"{config.algorithm} has no validation tasks: set validate_every=0 and score "
+                         "held-out domains with metabook.mldg.domain_accuracy")
+
+
+MLDG_NAME = "mldg"
+_HINT = ("learns from source domains, not from the few-shot tasks of these data sets: train it with metabook.mldg "
+         "(see the MLDG chapter)")
+
+ERM = register(Method(
+    name="erm", description="empirical risk minimization over the pooled source domains (MLDG's baseline)",
+    build=None, step=erm_step, check=check_domain_config, domains=True, data_sets=(), data_hint=_HINT,
+), origin=__name__)
+MLDG = register(Method(
+    name=MLDG_NAME, description="MLDG (Li et al., 2018): a virtual step on meta-train domains, scored on meta-test "
+                                "domains", build=None, step=mldg_step, check=check_domain_config, domains=True,
+    data_sets=(), data_hint=_HINT,
+), origin=__name__)
