@@ -34,8 +34,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from metabook.episodic import episode_outputs, is_episodic
-from metabook.inner_loop import InnerLoop, Params, adapt, parameters_of
+from metabook.episodic import episodic_outputs, is_episodic
+from metabook.inner_loop import InnerLoop, Params, parameters_of
+from metabook.methods import Method, adapted_outputs
+from metabook.methods import get as get_method
 from metabook.models import TaskBatchNorm2d
 
 __all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode"]
@@ -122,6 +124,7 @@ def evaluate(
     tasks_per_batch: int = 20,
     strategy: str = "auto",
     progress: bool = False,
+    method: Method | str | None = None,
 ) -> Evaluation:
     """Fine-tune ``model`` on each of ``num_tasks`` tasks from ``sampler`` and score its query set.
 
@@ -134,10 +137,17 @@ def evaluate(
     return ``k`` tasks (a ``TaskBatch`` or ``SinusoidTasks``); they are moved
     to the model's device. Tasks are drawn ``tasks_per_batch`` at a time,
     which bounds memory. The model's parameters are not changed.
+    ``method``: the :class:`metabook.methods.Method` (or its name) whose
+    ``outputs`` score each task; ``None``: fine-tuning for a network on
+    inputs, the episode for an episodic learner.
     """
     if num_tasks < 1 or tasks_per_batch < 1:
         raise ValueError(f"need num_tasks >= 1 and tasks_per_batch >= 1, got {num_tasks} and {tasks_per_batch}")
-    episodic = is_episodic(model)
+    episodic = is_episodic(model) if method is None else get_method(method).episodic
+    if method is not None:
+        outputs_of = get_method(method).outputs
+    else:
+        outputs_of = episodic_outputs if episodic else adapted_outputs
     if inner is None and not episodic:
         raise ValueError(f"{type(model).__name__} adapts by gradient steps: pass an InnerLoop saying how "
                          "(inner=None is only for episodic learners, see metabook.episodic)")
@@ -148,11 +158,7 @@ def evaluate(
         while done < num_tasks:
             count = min(tasks_per_batch, num_tasks - done)
             tasks = sampler.sample(count).to(device)
-            if episodic:
-                outputs, loss = episode_outputs(model, params, tasks, strategy)
-            else:
-                adaptation = adapt(model, params, tasks, inner, lrs, strategy)
-                outputs, loss = adaptation.query_outputs, adaptation.query_loss
+            outputs, loss = outputs_of(model, params, tasks, inner, lrs, strategy)  # [T, Q, ...], mean loss
             scores.append(per_task_scores(outputs, tasks.query_y).double().cpu())
             # The loss is a mean over this batch's tasks; weight it by their number.
             losses.append(loss.double().cpu() * count)
