@@ -61,6 +61,7 @@ __all__ = [
     "inner_loop",
     "adapted_outputs",
     "FEW_SHOT_DATA_SETS",
+    "DEFAULT_ALGORITHM",
     "register",
     "get",
     "names",
@@ -72,6 +73,7 @@ __all__ = [
 
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 ENTRY_POINT_GROUP = "metabook.methods"
+DEFAULT_ALGORITHM = "maml"  # TrainConfig's default, and the command line's
 FEW_SHOT_DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")  # what the command line trains on
 # The package's own methods: each of these modules registers its methods when imported, in this order.
 PACKAGE_METHOD_MODULES = ("metabook.maml", "metabook.reptile", "metabook.protonets", "metabook.r2d2",
