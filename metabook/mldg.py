@@ -5,7 +5,7 @@ different input statistics) a model that works on a *target* domain never seen
 in training, with no adaptation at test time. MLDG simulates that train/test
 shift inside training. At every iteration (Algorithm 1 of the paper):
 
-    split the source domains at random into meta-train S̄ and meta-test S̆     (split_domains)
+    split the source domains at random into meta-train S̄ and meta-test S̆     (data.domains.split_domains)
     F(θ)   = loss on the meta-train domains
     θ'     = θ − α ∇F(θ)                         one virtual step (inner_loop.fine_tune)
     G(θ')  = loss on the meta-test domains after that step
@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metabook.data.domains import split_domains  # noqa: F401 (re-exported: the domain sampler draws the splits)
 from metabook.inner_loop import DIFFERENTIATE, InnerLoop, Params, fine_tune, over_tasks, resolve_strategy
 from metabook.methods import Method, Step, inner_loop, register
 
@@ -58,25 +59,6 @@ __all__ = [
     "ERM",
     "MLDG",
 ]
-
-
-def split_domains(
-    num_sources: int, num_meta_test: int, num_splits: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random splits of ``num_sources`` source domains into meta-train and meta-test domains.
-
-    Returns ``(meta_train [T, D-m], meta_test [T, m])``: positions
-    ``0..D-1`` in the list of source domains, ascending within each split,
-    disjoint, together all of them. ``T = num_splits``, ``m = num_meta_test``.
-    Every split is uniformly random: each gives the domains random keys and
-    takes the ``m`` largest keys as meta-test.
-    """
-    if not 1 <= num_meta_test < num_sources:
-        raise ValueError(f"need 1 <= num_meta_test < num_sources, got {num_meta_test} of {num_sources}")
-    device = generator.device if generator is not None else None
-    order = torch.rand(num_splits, num_sources, generator=generator, device=device).argsort(dim=1)
-    meta_train, meta_test = order[:, : num_sources - num_meta_test], order[:, num_sources - num_meta_test:]
-    return meta_train.sort(dim=1).values, meta_test.sort(dim=1).values
 
 
 @dataclass
