@@ -2,7 +2,7 @@
 
 A file is first written under a temporary name in its destination folder and
 then renamed over the destination with ``os.replace``, a rename on one file
-system (the mechanism of :mod:`metabook.data.storage`). Another process, or a
+system (:mod:`metabook.files`, which the data cache uses too). Another process, or a
 run that was killed half-way through saving, sees the previous complete file
 or the new complete file, never a half-written one; a failed save deletes its
 temporary file.
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metabook.data.storage import atomic_output
+from metabook.files import atomic_output
 
 __all__ = [
     "CHECKPOINT_FORMAT",

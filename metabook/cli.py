@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metabook.errors import UserError  # re-exported: it lived here
+
 __all__ = ["main", "UserError"]
-
-
-class UserError(Exception):
-    """A failure the user can fix; printed as one line, without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules():
     # Imported lazily so that `--help` of one command does not pay for the others.
-    from metabook import train_cli
-    from metabook.data import cli as data_cli
+    from metabook import data_cli, train_cli
 
     return [data_cli.add_parser, train_cli.add_parser]
 

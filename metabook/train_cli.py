@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from metabook.cli import UserError
+from metabook.errors import UserError
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV
 from metabook.methods import DEFAULT_ALGORITHM, FEW_SHOT_DATA_SETS, Method, all_methods, inner_loop
 from metabook.methods import get as get_method

@@ -16,7 +16,6 @@ leaves a half-written file that a later run would trust.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
@@ -24,18 +23,18 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
-from metabook.cli import UserError
+from metabook.errors import UserError
+from metabook.files import atomic_output  # noqa: F401 (re-exported: it lived here)
 
 __all__ = [
     "DataError",
@@ -92,53 +91,6 @@ def mirror_dir(mirror: str | os.PathLike | None = None) -> Path | None:
     if os.environ.get(MIRROR_ENV):
         return Path(os.environ[MIRROR_ENV]).expanduser()
     return None
-
-
-# ---------------------------------------------------------------- atomic writes
-
-
-def _settle(temporary: Path, directory: bool) -> None:
-    """Before the rename: the permissions a plainly created file or folder would have (mkstemp and
-    mkdtemp make them private), and a file's bytes on disk, so a crash cannot leave it empty."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, (0o777 if directory else 0o666) & ~umask)
-    if not directory:
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-
-
-@contextlib.contextmanager
-def atomic_output(destination: Path, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; move it there only if the block succeeds.
-
-    The temporary name starts with a dot and lives in the same folder, so the
-    final ``os.replace`` is a rename on one file system: other processes see
-    either nothing or the complete result. On any failure the temporary file
-    or folder is deleted.
-    """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{destination.name}.partial-"
-    if directory:
-        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=prefix))
-    else:
-        handle, name = tempfile.mkstemp(dir=destination.parent, prefix=prefix)
-        os.close(handle)
-        temporary = Path(name)
-    try:
-        yield temporary
-        if directory and destination.exists():
-            # Another process finished the same work first; keep its result.
-            shutil.rmtree(temporary)
-        else:
-            _settle(temporary, directory)
-            os.replace(temporary, destination)
-    except BaseException:
-        if temporary.is_dir():
-            shutil.rmtree(temporary, ignore_errors=True)
-        else:
-            temporary.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- finding files

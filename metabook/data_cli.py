@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from metabook.cli import UserError
+from metabook.errors import UserError
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV, DataError, cache_dir
 
 __all__ = ["add_parser", "DATA_SETS"]
