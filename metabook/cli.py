@@ -34,6 +34,10 @@ def _command_modules():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m metabook`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    0: done; 1: an expected failure, printed as one line ``error: ...``; 130: interrupted.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
