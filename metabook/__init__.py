@@ -12,18 +12,24 @@ are here, without knowing the module layout::
     test = metabook.evaluate(model, metabook.NWayKShotSampler(test_split, 5, 1, 5), result.eval_inner,
                              method=config.algorithm)
 
-* tasks and data: :class:`NWayKShotSampler`, :class:`MetaDatasetSampler`,
-  :class:`SinusoidSampler`, :class:`TaskBatch`, :func:`load_omniglot`,
-  :func:`load_mini_imagenet`, :func:`load_cifar_fs`, :func:`load_rotated_mnist`,
-  :class:`DomainBatchSampler`;
-* networks: :class:`ConvNet`, :func:`omniglot_convnet`,
-  :func:`miniimagenet_convnet`, :func:`sinusoid_mlp`, :class:`MLP`;
-* the inner loop: :class:`InnerLoop`, :func:`fine_tune`, :func:`adapt`;
-* the methods: :mod:`metabook.methods` (:class:`Method`, :func:`register`,
-  :func:`get_method`, :func:`load_method`);
-* training and evaluation: :class:`TrainConfig`, :func:`train`, :func:`evaluate`;
+* tasks and data: :class:`~metabook.data.samplers.NWayKShotSampler`,
+  :class:`~metabook.data.samplers.MetaDatasetSampler`,
+  :class:`~metabook.data.sinusoid.SinusoidSampler`, :class:`~metabook.data.tasks.TaskBatch`,
+  :func:`~metabook.data.omniglot.load_omniglot`, :func:`~metabook.data.mini_imagenet.load_mini_imagenet`,
+  :func:`~metabook.data.cifar_fs.load_cifar_fs`, :func:`~metabook.data.rotated_mnist.load_rotated_mnist`,
+  :class:`~metabook.data.domains.DomainBatchSampler`;
+* networks: :class:`~metabook.models.ConvNet`, :func:`~metabook.models.omniglot_convnet`,
+  :func:`~metabook.models.miniimagenet_convnet`, :func:`~metabook.models.sinusoid_mlp`,
+  :class:`~metabook.models.MLP`;
+* the inner loop: :class:`~metabook.inner_loop.InnerLoop`, :func:`~metabook.inner_loop.fine_tune`,
+  :func:`~metabook.inner_loop.adapt`;
+* the methods: :mod:`metabook.methods` (:class:`~metabook.methods.Method`,
+  :func:`~metabook.methods.register`, ``get_method`` = :func:`metabook.methods.get`,
+  ``load_method`` = :func:`metabook.methods.load`);
+* training and evaluation: :class:`~metabook.training.TrainConfig`, :func:`~metabook.training.train`,
+  :func:`~metabook.evaluation.evaluate`;
 * the shipped models: :mod:`metabook.pretrained`;
-* the machine: :func:`pick_device`, :func:`seed_everything`.
+* the machine: :func:`~metabook.runtime.pick_device`, :func:`~metabook.runtime.seed_everything`.
 
 Each name is imported when first used, so ``import metabook`` stays cheap.
 """

@@ -192,7 +192,7 @@ def meta_gradient_reference(
     """The textbook form in one function: task by task, plain autograd with ``create_graph``.
 
     This is how learn2learn and higher compute MAML. It is written out
-    independently of :func:`fine_tune` and :func:`task_meta_gradient`, so that
+    independently of :func:`~metabook.inner_loop.fine_tune` and :func:`task_meta_gradient`, so that
     the tests and the benchmark can check those against it. Returns ∇θ (and
     Meta-SGD's ∇α under ``"lr." + name``) of the mean query loss over tasks.
     """

@@ -24,8 +24,7 @@ the meta-train domains that also lowers the loss on the meta-test domains:
 gradients that agree across domains.
 
 F and G here are mean losses over the examples of their domains; with the
-same number of examples from every domain (:class:`metabook.data.domains.
-DomainBatchSampler`) that is the mean over domains of each domain's mean loss.
+same number of examples from every domain (:class:`~metabook.data.domains.DomainBatchSampler`) that is the mean over domains of each domain's mean loss.
 (The authors' code sums the meta-train domains' losses instead.)
 
 The baseline, ERM, is the gradient of the mean loss over all source examples

@@ -297,7 +297,7 @@ class VaryingContextSampler:
     """Sinusoid tasks with a context size drawn anew for every batch, as neural processes are trained.
 
     ``sample(T)`` draws C uniformly from ``min_context … max_context`` and T
-    sine waves (:func:`metabook.data.sample_sinusoid_tasks`) with C support
+    sine waves (:func:`~metabook.data.sinusoid.sample_sinusoid_tasks`) with C support
     (context) and ``num_targets`` query points each; all tasks of a batch
     share C so that they stack. DeepMind's CNP notebook draws the context size
     the same way (from 3 to 9 there, on Gaussian-process curves). ``state_dict``

@@ -3,7 +3,7 @@
 An embedding network f_φ maps every image of an episode to a vector. Each
 class's **prototype** is the mean embedding of its support examples, and a
 query is classified by a softmax over its negative squared Euclidean
-distances to the prototypes (the paper's equations 1 and 2):
+distances to the prototypes (the paper's equations 1 and 2)::
 
     c_k = 1/|S_k| Σ_{x_i ∈ S_k} f_φ(x_i)
     p(y = k | x) = exp(−‖f_φ(x) − c_k‖²) / Σ_k' exp(−‖f_φ(x) − c_k'‖²)
@@ -193,7 +193,7 @@ def omniglot_embedding(filters: int = 64, downsample: str = "stride") -> ConvNet
 
 
 def one_shot_classifier(model: PrototypicalNetwork, image_size: int = 28) -> Callable:
-    """A classifier for :func:`metabook.data.score_one_shot` (Lake et al.'s 20-way runs).
+    """A classifier for :func:`~metabook.data.omniglot_runs.score_one_shot` (Lake et al.'s 20-way runs).
 
     Each of a run's training images (``uint8 [N, 1, S, S]``, strokes 255 on 0,
     as ``load_omniglot`` gives them) is the one support example, hence the

@@ -20,7 +20,7 @@ shuffled on its own for its minibatches, a new shuffle for every pass over
 it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
 different label counts. The authors' code kept Adam's moments from one task
 to the next; here they restart with every task.
-Evaluation is :func:`adapt`, the same as MAML's: fine-tune on the support set,
+Evaluation is :func:`~metabook.inner_loop.adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """
 from __future__ import annotations

@@ -163,7 +163,7 @@ class TrainConfig:
     between checkpoints (0: only at the end). ``seed``: seeds the global
     generators at the start of a fresh run; the command line also derives the
     network's initialization and the samplers' seeds from it.
-    ``device``: ``"auto"`` (:func:`metabook.pick_device`), ``"cpu"``,
+    ``device``: ``"auto"`` (:func:`~metabook.runtime.pick_device`), ``"cpu"``,
     ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast,
     on CUDA or on a CPU with bfloat16 units (AVX-512-BF16, AMX): parameters,
     optimizer and checkpoints stay float32. ``channels_last``: store the
@@ -471,7 +471,7 @@ def train(
 
     ``train_sampler``, ``val_sampler``: objects with ``sample(T)`` returning
     a ``TaskBatch`` or ``SinusoidTasks`` (an ``NWayKShotSampler``, a
-    :class:`SinusoidSampler`), and ``state_dict()`` / ``load_state_dict()``
+    :class:`~metabook.data.sinusoid.SinusoidSampler`), and ``state_dict()`` / ``load_state_dict()``
     for checkpoints. ``checkpoint``: a file path; written every
     ``config.checkpoint_every`` steps and at the end, atomically.
     ``resume=True``: continue from that file when it exists (its
