@@ -42,8 +42,8 @@ from metabook.inner_loop import (
     resolve_strategy,
     stacked_network,
 )
+from metabook.maml import build_maml_network
 from metabook.methods import Method, Preset, Step, inner_loop, register
-from metabook.models import maml_network
 
 __all__ = ["ReptileStep", "task_minibatches", "task_weights", "reptile_direction", "adapt", "Adaptation",
            "reptile_step", "reptile_optimizer", "reptile_step_size", "REPTILE"]
@@ -157,11 +157,6 @@ def check_reptile(config) -> None:
                          "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
 
 
-def build_reptile_network(config, ways: int) -> nn.Module:
-    """MAML's network for ``config.dataset`` with ``ways`` outputs (sinusoids: its 1-40-40-1 MLP)."""
-    return maml_network(config.dataset, ways)
-
-
 _SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
            "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
            "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
@@ -190,7 +185,7 @@ PRESETS = {
 REPTILE = register(Method(
     name="reptile",
     description="Reptile (Nichol et al., 2018): move the initialization toward each task's adapted weights",
-    build=build_reptile_network,
+    build=build_maml_network,  # Reptile's experiments use MAML's networks
     step=reptile_step,
     optimizer=reptile_optimizer,
     learning_rate=reptile_step_size,
