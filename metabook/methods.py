@@ -276,7 +276,6 @@ def load(spec: str) -> Method:
     """
     _load_package_methods()
     where, _, attribute = spec.partition(":")
-    before = dict(_REGISTRY)
     try:
         module = _import(where)
     except (ImportError, OSError) as error:
@@ -287,10 +286,10 @@ def load(spec: str) -> Method:
         if not isinstance(method, Method):
             raise ValueError(f"{spec!r}: {where} has no metabook.methods.Method called {attribute!r}")
         return register(method, origin=spec)
-    new = [m for name, m in _REGISTRY.items() if before.get(name) is not m]
-    if len(new) != 1:
-        raise ValueError(f"{spec!r} registered {len(new)} methods; name one with {where}:ATTRIBUTE")
-    return register(new[0], origin=spec)
+    found = list({id(m): m for m in vars(module).values() if isinstance(m, Method)}.values())
+    if len(found) != 1:
+        raise ValueError(f"{where} defines {len(found)} methods; name one with {where}:ATTRIBUTE")
+    return register(found[0], origin=spec)
 
 
 def _import(where: str):

@@ -213,25 +213,37 @@ def _run_train(args) -> int:
 # ── evaluate ─────────────────────────────────────────────────────────────────
 
 
-def checkpoint_method(state: dict, checkpoint: Path) -> Method:
-    """The method a checkpoint was trained with, imported again when it came from outside the package.
+def _same_origin(here: str, recorded: str) -> bool:
+    """Whether two origins name the same method; a file by its name, wherever the run kept it."""
+    if ".py:" in here and ".py:" in recorded:
+        (file, attribute), (file_there, attribute_there) = here.rsplit(":", 1), recorded.rsplit(":", 1)
+        return Path(file).name == Path(file_there).name and attribute == attribute_there
+    return here == recorded
 
-    A checkpoint written before methods were recorded names it by ``config["algorithm"]``. Refuses (``UserError``)
-    a method that cannot be imported, or one registered here from elsewhere than the run's.
+
+def checkpoint_method(state: dict, checkpoint: Path, spec: str | None = None) -> Method:
+    """The method a checkpoint was trained with; refuses (``UserError``) to evaluate it as another one.
+
+    A checkpoint written before methods were recorded names it by
+    ``config["algorithm"]``. A method from outside the package is imported
+    only from ``spec`` (``--method``), never from what the checkpoint names,
+    so that evaluating a file runs no code the file chose; ``spec`` must then
+    be the method the run recorded.
     """
     record = state.get("method") or {"name": state["config"]["algorithm"], "origin": None}
     name, recorded = record["name"], record.get("origin")
     try:
-        if recorded and not recorded.startswith("metabook."):
-            load_method(recorded)
+        if spec is not None:
+            resolve_method(spec)
         method = get_method(name)
-    except ValueError as error:
-        raise UserError(f"{checkpoint} was trained with the method {name!r}"
-                        f"{f' from {recorded}' if recorded else ''}, which cannot be loaded here ({error})") from None
-    here = method_origin(name)
-    if recorded and here != recorded:
+        here = method_origin(name)
+    except (ValueError, UserError) as error:
+        how = f"pass --method {recorded} to import it" if recorded and spec is None else "its method must be importable"
+        raise UserError(f"{checkpoint} was trained with the method {name!r}{f' from {recorded}' if recorded else ''}, "
+                        f"which is not registered here ({error}); {how}") from None
+    if recorded and not _same_origin(here, recorded):
         raise UserError(f"{checkpoint} was trained with the method {name!r} from {recorded}, but {name!r} here comes "
-                        f"from {here}; evaluate it where its method is, or with --checkpoint of a run of this one")
+                        f"from {here}; evaluate it with --method {recorded}")
     return method
 
 
@@ -240,7 +252,7 @@ def _build_trained_network(config: TrainConfig, state: dict, checkpoint: Path):
     # The weights of ProtoNets and R2-D2 do not depend on the number of ways: build for the tested one.
     model = build_model(config, config.ways)
     network = (state.get("method") or {}).get("network")
-    built = f"{type(model).__module__}.{type(model).__qualname__}"
+    built = type(model).__qualname__
     if network and network != built:
         raise UserError(f"{checkpoint} holds a {network}, but the method {config.algorithm!r} builds a {built}: "
                         "the run trained its own network under that method's name; evaluate it in Python with "
@@ -264,7 +276,7 @@ def _run_evaluate(args) -> int:
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {checkpoint}; train one first: python -m metabook train "
                         f"--algorithm ALGORITHM --data DATA --checkpoint {checkpoint}") from None
-    method = checkpoint_method(state, checkpoint)
+    method = checkpoint_method(state, checkpoint, args.method)
     trained = TrainConfig(**state["config"])
     episodic = method.episodic
     if episodic and args.inner_steps is not None:
@@ -451,6 +463,9 @@ def add_parser(subparsers) -> None:
         formatter_class=formatter,
     )
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by train")
+    evaluate.add_argument("--method", default=None, metavar="MODULE:ATTR",
+                          help="the method of a run trained with train --method: the same module:attribute or "
+                               "path/to/file.py:attribute (evaluate imports no code that a checkpoint names)")
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"),
                           help="which classes to draw tasks from (default: test)")
     evaluate.add_argument("--tasks", type=int, default=600, help="test tasks (default: 600, as MAML)")

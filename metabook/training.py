@@ -551,7 +551,7 @@ def train(
             "config": asdict(config),
             # What evaluate rebuilds: the method, where it came from, and the network it trained.
             "method": {"name": method.name, "origin": method_origin(method.name),
-                       "network": f"{type(model).__module__}.{type(model).__qualname__}"},
+                       "network": type(model).__qualname__},
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "lrs": None if lrs is None else {name: rate.detach() for name, rate in lrs.items()},

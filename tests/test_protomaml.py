@@ -160,7 +160,7 @@ def test_it_trains_and_evaluates_from_the_command_line(capsys, tmp_path, real_mi
     assert "protomaml on omniglot" in out and "MAML's values" in out
     recorded = torch.load(checkpoint, weights_only=True)["method"]
     assert recorded["name"] == "protomaml" and recorded["origin"] == SPEC
-    code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", *folders])
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--method", SPEC, *folders])
     out, err = capsys.readouterr()
     assert code == 0, err
     evaluation = json.loads(checkpoint.with_suffix(".test.json").read_text())["evaluation"]
