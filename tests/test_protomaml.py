@@ -185,3 +185,17 @@ def test_first_order_keeps_the_path_through_the_prototypes_and_both_strategies_a
     conv = "embedding.body.0.conv.weight"
     assert steps["loop"].direction[conv].abs().max() > 0
     assert not torch.allclose(steps["loop"].direction[conv], second.direction[conv])  # first order differs
+
+
+def test_the_python_on_the_page_runs(real_mirror, real_cache, monkeypatch, capsys):
+    """book/add-your-own-method.md's Python block, run as written but for fewer steps and test tasks."""
+    page = (EXAMPLE.parent.parent / "book" / "add-your-own-method.md").read_text()
+    (code,) = [block.split("```")[0] for block in page.split("```python\n")[1:]]
+    quick = code.replace("steps=300", "steps=2").replace("meta_batch=8", "meta_batch=2").replace(
+        "result.eval_inner,", "result.eval_inner, num_tasks=4,")
+    assert quick.count("steps=2") == 1 and "num_tasks=4" in quick
+    monkeypatch.chdir(EXAMPLE.parent.parent)
+    monkeypatch.setenv("METABOOK_DATA", str(real_cache))
+    monkeypatch.setenv("METABOOK_MIRROR", str(real_mirror))
+    exec(compile(quick, "add-your-own-method.md", "exec"), {})
+    assert "95% CI over 4 tasks" in capsys.readouterr().out
