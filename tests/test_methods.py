@@ -141,3 +141,22 @@ def test_evaluate_imports_no_code_a_checkpoint_names_and_refuses_another_method(
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "from my_methods.maml, but 'maml' here comes from metabook.maml" in err, err
+
+
+def test_an_installed_package_registers_methods_through_the_entry_point_group(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    (tmp_path / "my_methods.py").write_text(
+        "from metabook.maml import build_maml_network, maml_step\n"
+        "from metabook.methods import Method\n"
+        "MINE = Method(name='mine', description='MAML under another name', build=build_maml_network, "
+        "step=maml_step)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = EntryPoint(name="mine", value="my_methods:MINE", group=methods.ENTRY_POINT_GROUP)
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group: [entry] if group == methods.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(methods, "_LOADED_PACKAGE", False)
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(methods, "_ORIGINS", dict(methods._ORIGINS))
+    assert methods.names()[-1] == "mine" and methods.origin("mine") == "my_methods:MINE"
+    assert methods.names()[:len(BOOK_METHODS)] == BOOK_METHODS
