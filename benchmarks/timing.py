@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from metabook.checkpoint import device_name, provenance
-from metabook.data.storage import atomic_output
+from metabook.files import atomic_output
 
 FLOOR = "floor: plain fwd+bwd"
 

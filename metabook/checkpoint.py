@@ -2,7 +2,7 @@
 
 A file is first written under a temporary name in its destination folder and
 then renamed over the destination with ``os.replace``, a rename on one file
-system (the mechanism of :mod:`metabook.data.storage`). Another process, or a
+system (:mod:`metabook.files`, which the data cache uses too). Another process, or a
 run that was killed half-way through saving, sees the previous complete file
 or the new complete file, never a half-written one; a failed save deletes its
 temporary file.
@@ -31,8 +31,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from metabook.cli import UserError
-from metabook.data.storage import atomic_output, file_lock, lock_holder, remove_leftovers
+from metabook.errors import UserError
+from metabook.files import atomic_output, file_lock, lock_holder, remove_leftovers
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -37,9 +37,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metabook.inner_loop import DIFFERENTIATE, Params, over_tasks, resolve_strategy, task_tensors
+from metabook.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tasks, resolve_strategy, task_tensors
+from metabook.methods import Step
 
-__all__ = ["is_episodic", "EpisodeGradient", "episode_gradient", "episode_outputs"]
+__all__ = ["is_episodic", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
+           "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP"]
 
 
 def is_episodic(model: nn.Module) -> bool:
@@ -111,3 +113,37 @@ def episode_outputs(model: nn.Module, params: Params, tasks, strategy: str = "au
         losses, outputs = over_tasks(episode, ({n: p.detach() for n, p in params.items()},),
                                      (support_x, support_y, query_x, query_y), strategy)
     return outputs, losses.mean()
+
+
+# ── What every episodic method hands metabook.methods ────────────────────────
+
+
+def episodic_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
+    """One meta-batch of an episodic learner: ∇θ of the mean episode loss, that loss, and the query accuracy.
+
+    The accuracy is ``None`` for regression (real-valued ``query_y``). ``lrs`` is unused.
+    """
+    g = episode_gradient(model, params, tasks, config.strategy)
+    accuracy = None if tasks.query_y.is_floating_point() else (g.outputs.argmax(-1) == tasks.query_y).float().mean()
+    return Step(g.params, None, g.loss, accuracy)
+
+
+def episodic_outputs(model: nn.Module, params: Params, tasks, inner: InnerLoop | None, lrs: Params | None,
+                     strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation: ``(query outputs [T, Q, ...], mean episode loss)``; ``inner`` and ``lrs`` are unused."""
+    return episode_outputs(model, params, tasks, strategy)
+
+
+def check_episodic_config(config) -> None:
+    """An episodic learner has no inner loop, so none of its flags."""
+    if config.head_only or config.learn_lrs or config.first_order:
+        raise ValueError(f"{config.algorithm} has no inner loop: head_only, learn_lrs and first_order "
+                         "belong to the gradient-based algorithms")
+
+
+# The TrainConfig settings an episodic learner has no use for, and why (metabook.methods.Method.unused_fields).
+NO_INNER_LOOP = {
+    ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps", "first_order",
+     "outer_step_size", "outer_step_size_final"):
+        "{name} solves each task in one forward pass, with no inner loop and Adam steps of --meta-lr",
+}

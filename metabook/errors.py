@@ -1,4 +1,4 @@
-"""The errors metabook raises for mistakes a user can fix, at the bottom of the package so every floor can raise them."""
+"""The one exception every floor of metabook may raise for a failure its user can fix."""
 from __future__ import annotations
 
 __all__ = ["UserError"]

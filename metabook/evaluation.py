@@ -36,8 +36,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metabook import validation
-from metabook.episodic import episode_outputs, is_episodic
-from metabook.inner_loop import STRATEGIES, InnerLoop, Params, adapt, parameters_of
+from metabook.episodic import episodic_outputs, is_episodic
+from metabook.inner_loop import STRATEGIES, InnerLoop, Params, parameters_of
+from metabook.methods import Method, adapted_outputs
+from metabook.methods import get as get_method
 from metabook.models import TaskBatchNorm2d
 
 __all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode",
@@ -138,6 +140,7 @@ def evaluate(
     tasks_per_batch: int = 20,
     strategy: str = "auto",
     progress: bool = False,
+    method: Method | str | None = None,
 ) -> Evaluation:
     """Fine-tune ``model`` on each of ``num_tasks`` tasks from ``sampler`` and score its query set.
 
@@ -163,6 +166,10 @@ def evaluate(
     ANIL without ``head.`` parameters, fewer outputs than the sampler's ways).
     Fine-tuning that diverges is reported as it is, a NaN or infinite score
     (a sweep over step sizes meets some), never as a number that looks right.
+
+    ``method``: the :class:`metabook.methods.Method` (or its name) whose
+    ``outputs`` score each task; ``None``: fine-tuning for a network on
+    inputs, the episode for an episodic learner.
     """
     if not callable(getattr(sampler, "sample", None)):
         raise TypeError(f"sampler must draw tasks with sample(k) (e.g. metabook.data.NWayKShotSampler), got "
@@ -170,7 +177,11 @@ def evaluate(
     validation.count("num_tasks", num_tasks)
     validation.count("tasks_per_batch", tasks_per_batch)
     validation.choice("strategy", strategy, STRATEGIES)
-    episodic = is_episodic(model)
+    episodic = is_episodic(model) if method is None else get_method(method).episodic
+    if method is not None:
+        outputs_of = get_method(method).outputs
+    else:
+        outputs_of = episodic_outputs if episodic else adapted_outputs
     if inner is None and not episodic:
         raise ValueError(f"{type(model).__name__} adapts by gradient steps: pass an InnerLoop saying how "
                          "(inner=None is only for episodic learners, see metabook.episodic)")
@@ -187,11 +198,7 @@ def evaluate(
             count = min(tasks_per_batch, num_tasks - done)
             tasks = sampler.sample(count).to(device)
             with _explain_gradients_under_no_grad(model):
-                if episodic:
-                    outputs, loss = episode_outputs(model, params, tasks, strategy)
-                else:
-                    adaptation = adapt(model, params, tasks, inner, lrs, strategy)
-                    outputs, loss = adaptation.query_outputs, adaptation.query_loss
+                outputs, loss = outputs_of(model, params, tasks, inner, lrs, strategy)  # [T, Q, ...], mean loss
             scores.append(per_task_scores(outputs, tasks.query_y).double().cpu())
             # The loss is a mean over this batch's tasks; weight it by their number.
             losses.append(loss.double().cpu() * count)

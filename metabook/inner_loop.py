@@ -375,7 +375,7 @@ def adapt(
 ) -> Adaptation:
     """Evaluate: fine-tune on each task's support set, predict its query set.
 
-    ``tasks``: a :class:`metabook.data.TaskBatch`, a ``SinusoidTasks``, or any
+    ``tasks``: a :class:`~metabook.data.tasks.TaskBatch`, a ``SinusoidTasks``, or any
     object with ``support_x [T, S, ...]``, ``support_y [T, S]``, ``query_x
     [T, Q, ...]``, ``query_y [T, Q]``. No meta-gradient is kept.
     """

@@ -61,6 +61,8 @@ from metabook.inner_loop import (
     stacked_network,
     task_tensors,
 )
+from metabook.methods import Method, Preset, Step, inner_loop, register
+from metabook.models import maml_network
 
 __all__ = [
     "MetaGradient",
@@ -70,6 +72,12 @@ __all__ = [
     "init_learning_rates",
     "adapt",
     "Adaptation",
+    "maml_step",
+    "build_maml_network",
+    "MAML",
+    "FOMAML",
+    "ANIL",
+    "METASGD",
 ]
 
 
@@ -186,7 +194,7 @@ def meta_gradient_reference(
     """The textbook form in one function: task by task, plain autograd with ``create_graph``.
 
     This is how learn2learn and higher compute MAML. It is written out
-    independently of :func:`fine_tune` and :func:`task_meta_gradient`, so that
+    independently of :func:`~metabook.inner_loop.fine_tune` and :func:`task_meta_gradient`, so that
     the tests and the benchmark can check those against it. Returns ∇θ (and
     Meta-SGD's ∇α under ``"lr." + name``) of the mean query loss over tasks.
     """
@@ -206,3 +214,75 @@ def meta_gradient_reference(
     result = {name: p.grad for name, p in leaves.items()}
     result.update({"lr." + name: a.grad for name, a in rates.items()})
     return result
+
+
+# ── MAML and its variants as metabook methods (metabook.methods) ─────────────
+
+
+def maml_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
+    """One meta-batch of MAML (and first-order MAML, ANIL, Meta-SGD: ``config``'s flags say which).
+
+    The direction is ∇θ of the mean query loss after adaptation (eq. 2) and,
+    with Meta-SGD's rates ``lrs``, ∇α; the metrics are that loss and the query
+    accuracy after adaptation. ``tasks``: ``support_x [T, S, ...]`` etc.
+    """
+    g = meta_gradient(model, params, tasks, inner_loop(config), lrs, config.strategy)
+    return Step(g.params, g.lrs, g.query_loss, g.query_accuracy)
+
+
+def build_maml_network(config, ways: int) -> nn.Module:
+    """MAML's network for ``config.dataset`` with ``ways`` outputs (sinusoids: its 1-40-40-1 MLP)."""
+    return maml_network(config.dataset, ways)
+
+
+_SOURCE = ("MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py; inner-lr "
+           "is the paper's alpha times the number of ways, because the reference code's inner loss (utils.xent: "
+           "cross-entropy / K, summed over the N*K support examples by tf.gradients) is N times the mean loss "
+           "used here")
+# The mini-ImageNet values, which CIFAR-FS borrows (the MAML paper has no CIFAR-FS experiment).
+_MINI_IMAGENET = dict(inner_lr=0.05, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3,
+                      steps=60_000, queries=15)
+# ANIL and Meta-SGD are run with MAML's values here.
+PRESETS = {
+    ("omniglot", "5-way"): Preset(
+        dict(inner_lr=2.0, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _SOURCE),
+    ("omniglot", "20-way"): Preset(
+        dict(inner_lr=2.0, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _SOURCE),
+    ("mini-imagenet", ""): Preset(_MINI_IMAGENET, _SOURCE),
+    ("cifar-fs", ""): Preset(
+        _MINI_IMAGENET, "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),
+    ("sinusoid", ""): Preset(
+        dict(shots=10, queries=10, inner_lr=0.01, inner_steps=1, eval_inner_steps=10, meta_batch=25,
+             meta_lr=1e-3, steps=70_000), "MAML Sec. 5.1 (alpha 0.01, K = 10); batch 25, 10 test steps from main.py"),
+}
+
+
+def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: int | None) -> dict:
+    """MAML's Omniglot query sets have as many examples per class as the support set; its mini-ImageNet
+    meta-batch is 4 tasks for 1-shot and 2 for 5-shot."""
+    if data == "omniglot":
+        values["queries"] = shots
+    if data == "mini-imagenet" and shots >= 5:
+        values["meta_batch"] = 2
+    return values
+
+
+def _method(name: str, description: str, implies: tuple[str, ...] = ()) -> Method:
+    return Method(
+        name=name, description=description, build=build_maml_network, step=maml_step, implies=implies,
+        unused_fields={("outer_step_size", "outer_step_size_final"):
+                       "--outer-step-size and --outer-step-size-final are Reptile's epsilon; {name} takes Adam "
+                       "steps of --meta-lr"},
+        presets=PRESETS, adjust_preset=adjust_preset,
+        preset_notes="MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot.",
+    )
+
+
+MAML = register(_method("maml", "MAML (Finn et al., 2017): differentiate through the inner SGD steps"),
+                origin=__name__)
+FOMAML = register(_method("fomaml", "first-order MAML: the inner gradients as constants", ("first_order",)),
+                  origin=__name__)
+ANIL = register(_method("anil", "ANIL (Raghu et al., 2020): only the head adapts in the inner loop", ("head_only",)),
+                origin=__name__)
+METASGD = register(_method("metasgd", "Meta-SGD (Li et al., 2017): one learned inner rate per parameter entry",
+                           ("learn_lrs",)), origin=__name__)

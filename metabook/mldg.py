@@ -5,7 +5,7 @@ different input statistics) a model that works on a *target* domain never seen
 in training, with no adaptation at test time. MLDG simulates that train/test
 shift inside training. At every iteration (Algorithm 1 of the paper):
 
-    split the source domains at random into meta-train S̄ and meta-test S̆     (split_domains)
+    split the source domains at random into meta-train S̄ and meta-test S̆     (data.domains.split_domains)
     F(θ)   = loss on the meta-train domains
     θ'     = θ − α ∇F(θ)                         one virtual step (inner_loop.fine_tune)
     G(θ')  = loss on the meta-test domains after that step
@@ -24,8 +24,7 @@ the meta-train domains that also lowers the loss on the meta-test domains:
 gradients that agree across domains.
 
 F and G here are mean losses over the examples of their domains; with the
-same number of examples from every domain (:class:`metabook.data.domains.
-DomainBatchSampler`) that is the mean over domains of each domain's mean loss.
+same number of examples from every domain (:class:`~metabook.data.domains.DomainBatchSampler`) that is the mean over domains of each domain's mean loss.
 (The authors' code sums the meta-train domains' losses instead.)
 
 The baseline, ERM, is the gradient of the mean loss over all source examples
@@ -42,7 +41,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metabook.data.domains import split_domains  # noqa: F401 (re-exported: the domain sampler draws the splits)
 from metabook.inner_loop import DIFFERENTIATE, InnerLoop, Params, fine_tune, over_tasks, resolve_strategy
+from metabook.methods import Method, Step, inner_loop, register
 
 __all__ = [
     "split_domains",
@@ -52,26 +53,11 @@ __all__ = [
     "task_erm_gradient",
     "erm_gradient",
     "domain_accuracy",
+    "mldg_step",
+    "erm_step",
+    "ERM",
+    "MLDG",
 ]
-
-
-def split_domains(
-    num_sources: int, num_meta_test: int, num_splits: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random splits of ``num_sources`` source domains into meta-train and meta-test domains.
-
-    Returns ``(meta_train [T, D-m], meta_test [T, m])``: positions
-    ``0..D-1`` in the list of source domains, ascending within each split,
-    disjoint, together all of them. ``T = num_splits``, ``m = num_meta_test``.
-    Every split is uniformly random: each gives the domains random keys and
-    takes the ``m`` largest keys as meta-test.
-    """
-    if not 1 <= num_meta_test < num_sources:
-        raise ValueError(f"need 1 <= num_meta_test < num_sources, got {num_meta_test} of {num_sources}")
-    device = generator.device if generator is not None else None
-    order = torch.rand(num_splits, num_sources, generator=generator, device=device).argsort(dim=1)
-    meta_train, meta_test = order[:, : num_sources - num_meta_test], order[:, num_sources - num_meta_test:]
-    return meta_train.sort(dim=1).values, meta_test.sort(dim=1).values
 
 
 @dataclass
@@ -212,3 +198,48 @@ def domain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
         correct += int((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).sum())
     return correct / len(x)
+
+
+# ── ERM and MLDG as metabook methods (metabook.methods) ──────────────────────
+
+
+def mldg_step(config, model: nn.Module, params: Params, lrs: Params | None, batch) -> Step:
+    """One batch of source domains: MLDG's direction, F + βG, and the meta-test accuracy after the virtual step."""
+    g = mldg_gradient(model, params, batch, inner_loop(config), config.mldg_beta, config.strategy)
+    return Step(g.params, None, g.loss, g.accuracy)
+
+
+def erm_step(config, model: nn.Module, params: Params, lrs: Params | None, batch) -> Step:
+    """One batch of source domains: ∇θ of the mean loss over all its examples, that loss, and the accuracy."""
+    g = erm_gradient(model, params, batch, inner_loop(config).loss, config.strategy)
+    return Step(g.params, None, g.loss, g.accuracy)
+
+
+def check_domain_config(config) -> None:
+    """ERM and MLDG: every parameter, a fixed step, no validation tasks; MLDG's one virtual step and β ≥ 0."""
+    if config.head_only or config.learn_lrs:
+        raise ValueError(f"{config.algorithm} trains every parameter with a fixed step: head_only and "
+                         "learn_lrs belong to ANIL and Meta-SGD")
+    if config.algorithm == MLDG_NAME and config.inner_steps != 1:
+        raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
+                         f"got {config.inner_steps}")
+    if config.mldg_beta < 0:
+        raise ValueError(f"mldg_beta must be at least 0, got {config.mldg_beta}")
+    if config.validate_every:
+        raise ValueError(f"{config.algorithm} has no validation tasks: set validate_every=0 and score "
+                         "held-out domains with metabook.mldg.domain_accuracy")
+
+
+MLDG_NAME = "mldg"
+_HINT = ("learns from source domains, not from the few-shot tasks of these data sets: train it with metabook.mldg "
+         "(see the MLDG chapter)")
+
+ERM = register(Method(
+    name="erm", description="empirical risk minimization over the pooled source domains (MLDG's baseline)",
+    build=None, step=erm_step, check=check_domain_config, domains=True, data_sets=(), data_hint=_HINT,
+), origin=__name__)
+MLDG = register(Method(
+    name=MLDG_NAME, description="MLDG (Li et al., 2018): a virtual step on meta-train domains, scored on meta-test "
+                                "domains", build=None, step=mldg_step, check=check_domain_config, domains=True,
+    data_sets=(), data_hint=_HINT,
+), origin=__name__)

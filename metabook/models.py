@@ -40,6 +40,10 @@ __all__ = [
     "DigitConvNet",
     "is_head",
     "use_channels_last",
+    "CONVNETS",
+    "IMAGE_DATA_SETS",
+    "maml_network",
+    "embedding_network",
 ]
 
 
@@ -263,3 +267,25 @@ def use_channels_last(model: nn.Module, on: bool = True) -> nn.Module:
         if isinstance(module, ConvNet):
             module.channels_last = on
     return model
+
+
+# MAML's networks for each image data set: omniglot_convnet, miniimagenet_convnet, and the latter on
+# CIFAR-FS's 32x32 images (32 -> 16 -> 8 -> 4 -> 2: 32 * 2 * 2 features).
+CONVNETS = {
+    "omniglot": dict(in_channels=1, filters=64, downsample="stride", image_size=28),
+    "mini-imagenet": dict(in_channels=3, filters=32, downsample="maxpool", image_size=84),
+    "cifar-fs": dict(in_channels=3, filters=32, downsample="maxpool", image_size=32),
+}
+IMAGE_DATA_SETS = tuple(CONVNETS)
+
+
+def maml_network(dataset: str, ways: int) -> nn.Module:
+    """MAML's network for ``dataset``: its ConvNet with ``ways`` outputs, or for ``"sinusoid"`` its 1-40-40-1 MLP."""
+    if dataset == "sinusoid":
+        return sinusoid_mlp()
+    return ConvNet(ways, **CONVNETS[dataset])
+
+
+def embedding_network(dataset: str) -> ConvNet:
+    """MAML's ConvNet for ``dataset`` without its head: ``[B, C, H, W]`` images -> ``[B, num_features]``."""
+    return ConvNet(None, **CONVNETS[dataset])

@@ -60,6 +60,8 @@ from torch import nn
 
 from metabook.data.sinusoid import sample_sinusoid_tasks
 from metabook import validation
+from metabook.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
+from metabook.methods import Method, Preset, register
 
 __all__ = [
     "mlp",
@@ -296,7 +298,7 @@ class VaryingContextSampler:
     """Sinusoid tasks with a context size drawn anew for every batch, as neural processes are trained.
 
     ``sample(T)`` draws C uniformly from ``min_context … max_context`` and T
-    sine waves (:func:`metabook.data.sample_sinusoid_tasks`) with C support
+    sine waves (:func:`~metabook.data.sinusoid.sample_sinusoid_tasks`) with C support
     (context) and ``num_targets`` query points each; all tasks of a batch
     share C so that they stack. DeepMind's CNP notebook draws the context size
     the same way (from 3 to 9 there, on Gaussian-process curves). ``state_dict``
@@ -320,3 +322,38 @@ class VaryingContextSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+# ── The conditional and latent neural processes as metabook methods (metabook.methods) ──
+
+
+def build_cnp(config, ways: int) -> ConditionalNeuralProcess:
+    """DeepMind's CNP with 128-unit networks (``ways`` is unused: sine waves have no classes)."""
+    return ConditionalNeuralProcess()
+
+
+def build_np(config, ways: int) -> NeuralProcess:
+    """DeepMind's latent NP with 128-unit networks (``ways`` is unused)."""
+    return NeuralProcess()
+
+
+PRESETS = {
+    ("sinusoid", ""): Preset(
+        dict(shots=10, train_shots=20, queries=20, meta_batch=64, meta_lr=5e-4, steps=50_000),
+        "the book's choice, as scripts/full_scale_neural_processes.py (the CNP and NP papers have no sine-wave "
+        "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks"),
+}
+
+
+def _method(name: str, description: str, build) -> Method:
+    return Method(
+        name=name, description=description, build=build, step=episodic_step, outputs=episodic_outputs,
+        check=check_episodic_config, episodic=True, varying_context=True, data_sets=("sinusoid",),
+        data_hint="is a regression model of sine waves", unused_fields=NO_INNER_LOOP, presets=PRESETS,
+    )
+
+
+CNP = register(_method("cnp", "conditional neural process (Garnelo et al., 2018a): encode the context, decode "
+                       "each target", build_cnp), origin=__name__)
+NP = register(_method("np", "latent neural process (Garnelo et al., 2018b): a global latent variable, trained "
+                      "on the ELBO", build_np), origin=__name__)

@@ -3,7 +3,7 @@
 An embedding network f_φ maps every image of an episode to a vector. Each
 class's **prototype** is the mean embedding of its support examples, and a
 query is classified by a softmax over its negative squared Euclidean
-distances to the prototypes (the paper's equations 1 and 2):
+distances to the prototypes (the paper's equations 1 and 2)::
 
     c_k = 1/|S_k| Σ_{x_i ∈ S_k} f_φ(x_i)
     p(y = k | x) = exp(−‖f_φ(x) − c_k‖²) / Σ_k' exp(−‖f_φ(x) − c_k'‖²)
@@ -55,8 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metabook.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
 from metabook.inner_loop import QUERY_BN_MODES
-from metabook.models import ConvNet
+from metabook.methods import Method, Preset, register
+from metabook.models import IMAGE_DATA_SETS, ConvNet, embedding_network
 
 __all__ = [
     "prototypes",
@@ -191,7 +193,7 @@ def omniglot_embedding(filters: int = 64, downsample: str = "stride") -> ConvNet
 
 
 def one_shot_classifier(model: PrototypicalNetwork, image_size: int = 28) -> Callable:
-    """A classifier for :func:`metabook.data.score_one_shot` (Lake et al.'s 20-way runs).
+    """A classifier for :func:`~metabook.data.omniglot_runs.score_one_shot` (Lake et al.'s 20-way runs).
 
     Each of a run's training images (``uint8 [N, 1, S, S]``, strokes 255 on 0,
     as ``load_omniglot`` gives them) is the one support example, hence the
@@ -215,3 +217,50 @@ def one_shot_classifier(model: PrototypicalNetwork, image_size: int = 28) -> Cal
         return logits.argmax(1).cpu()
 
     return classify
+
+
+# ── Prototypical Networks as a metabook method (metabook.methods) ────────────
+
+
+def build_protonet(config, ways: int) -> PrototypicalNetwork:
+    """MAML's conv body for ``config.dataset`` (without its head) as the embedding, for ``ways``-way episodes."""
+    return PrototypicalNetwork(embedding_network(config.dataset), ways, query_bn=config.query_bn)
+
+
+_SOURCE = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes; "
+           "one episode per step and 5-way validation "
+           "as in jakesnell/prototypical-networks; the paper stops on validation loss, the steps are the book's")
+PRESETS = {
+    ("omniglot", ""): Preset(
+        dict(train_ways=60, queries=5, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _SOURCE),
+    ("mini-imagenet", ""): Preset(
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _SOURCE),
+    ("cifar-fs", ""): Preset(
+        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000),
+        "ProtoNets' mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
+}
+
+
+def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: int | None) -> dict:
+    """ProtoNets train 30-way for 1-shot and 20-way for 5-shot on mini-ImageNet (Sec. 3.2)."""
+    if data != "omniglot" and shots >= 5:
+        values["train_ways"] = 20
+    return values
+
+
+PROTONET = register(Method(
+    name="protonet",
+    description="Prototypical Networks (Snell et al., 2017): classify by distance to each class's mean embedding",
+    build=build_protonet,
+    step=episodic_step,
+    outputs=episodic_outputs,
+    check=check_episodic_config,
+    episodic=True,
+    any_ways=True,
+    data_sets=IMAGE_DATA_SETS,
+    data_hint="classifies images",
+    unused_fields=NO_INNER_LOOP,
+    presets=PRESETS,
+    adjust_preset=adjust_preset,
+    preset_notes="ProtoNets on mini-ImageNet and CIFAR-FS: --train-ways 20 for 5-shot.",
+), origin=__name__)

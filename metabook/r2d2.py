@@ -57,7 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metabook.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
 from metabook.inner_loop import QUERY_BN_MODES
+from metabook.methods import Method, Preset, register
+from metabook.models import IMAGE_DATA_SETS, embedding_network
 
 __all__ = [
     "ridge_primal",
@@ -68,6 +71,8 @@ __all__ = [
     "one_hot",
     "R2D2",
     "LRD2",
+    "R2D2_METHOD",
+    "LRD2_METHOD",
 ]
 
 
@@ -271,3 +276,70 @@ class LRD2(_ClosedFormHead):
         with _no_autocast(support_features):
             logits = _with_ones(query_features) @ self.head(support_features, support_y)
         return F.cross_entropy(logits, query_y), logits
+
+
+# ── R2-D2 and LR-D2 as metabook methods (metabook.methods) ───────────────────
+
+
+def build_r2d2(config, ways: int) -> R2D2:
+    """MAML's conv body for ``config.dataset`` as the embedding; λ learned from 1, α from 10."""
+    return R2D2(embedding_network(config.dataset), ways, query_bn=config.query_bn)
+
+
+def build_lrd2(config, ways: int) -> LRD2:
+    """MAML's conv body for ``config.dataset`` as the embedding; λ learned from 1; 5 Newton steps."""
+    return LRD2(embedding_network(config.dataset), ways, query_bn=config.query_bn)
+
+
+_SOURCE = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2): Adam lr 5e-3, halved every 2,000 "
+           "episodes; one episode per step; their training shots, "
+           "drawn from 1 to 9, are fixed here; they stop on validation, the steps are the book's")
+R2D2_PRESETS = {
+    ("omniglot", ""): Preset(
+        dict(train_ways=60, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000), _SOURCE),
+    ("mini-imagenet", ""): Preset(
+        dict(train_ways=16, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _SOURCE),
+    ("cifar-fs", ""): Preset(
+        dict(train_ways=20, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _SOURCE),
+}
+LRD2_PRESETS = {
+    ("omniglot", ""): Preset(
+        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000),
+        "LR-D2's mini-ImageNet values (the authors' scripts have no LR-D2 Omniglot run); " + _SOURCE),
+    ("mini-imagenet", ""): Preset(
+        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _SOURCE),
+    ("cifar-fs", ""): Preset(
+        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _SOURCE),
+}
+# Images per class in a training episode of the authors' scripts (--data.batch_size / --data.way).
+EPISODE_IMAGES = {"r2d2": {"omniglot": 10, "mini-imagenet": 15, "cifar-fs": 12},
+                  "lrd2": {"omniglot": 20, "mini-imagenet": 20, "cifar-fs": 20}}
+
+
+def _queries_left(name: str):
+    def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: int | None) -> dict:
+        """The queries are what the training shots leave of the authors' images per class in an episode."""
+        values["queries"] = max(EPISODE_IMAGES[name][data] - (train_shots or shots), 1)
+        return values
+
+    return adjust_preset
+
+
+def _method(name: str, description: str, build, presets) -> Method:
+    images = ", ".join(f"{data} {n}" for data, n in EPISODE_IMAGES[name].items())
+    return Method(
+        name=name, description=description, build=build, step=episodic_step, outputs=episodic_outputs,
+        check=check_episodic_config, episodic=True, any_ways=True, data_sets=IMAGE_DATA_SETS,
+        data_hint="classifies images", unused_fields=NO_INNER_LOOP, presets=presets,
+        adjust_preset=_queries_left(name),
+        preset_notes=f"{name}: --queries is what the training shots leave of the authors' images per class in an "
+                     f"episode ({images}).",
+    )
+
+
+R2D2_METHOD = register(_method(
+    "r2d2", "R2-D2 (Bertinetto et al., 2019): a ridge-regression head solved in closed form in every episode",
+    build_r2d2, R2D2_PRESETS), origin=__name__)
+LRD2_METHOD = register(_method(
+    "lrd2", "LR-D2 (Bertinetto et al., 2019): one-vs-rest logistic regression heads fitted by Newton steps",
+    build_lrd2, LRD2_PRESETS), origin=__name__)

@@ -171,6 +171,7 @@ def _run_report(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Register ``report`` with the command line's ``subparsers`` (:mod:`metabook.cli`)."""
     report = subparsers.add_parser(
         "report", help="a table and a plot of runs of train and evaluate",
         description=__doc__.split("\n\n")[1].replace("\n", " "))

@@ -20,7 +20,7 @@ shuffled on its own for its minibatches, a new shuffle for every pass over
 it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
 different label counts. The authors' code kept Adam's moments from one task
 to the next; here they restart with every task.
-Evaluation is :func:`adapt`, the same as MAML's: fine-tune on the support set,
+Evaluation is :func:`~metabook.inner_loop.adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """
 from __future__ import annotations
@@ -42,8 +42,11 @@ from metabook.inner_loop import (
     resolve_strategy,
     stacked_network,
 )
+from metabook.maml import build_maml_network
+from metabook.methods import Method, Preset, Step, inner_loop, register
 
-__all__ = ["ReptileStep", "task_minibatches", "task_weights", "reptile_direction", "adapt", "Adaptation"]
+__all__ = ["ReptileStep", "task_minibatches", "task_weights", "reptile_direction", "adapt", "Adaptation",
+           "reptile_step", "reptile_optimizer", "reptile_step_size", "REPTILE"]
 
 
 @dataclass
@@ -120,3 +123,79 @@ def reptile_direction(
         strategy,
     )
     return ReptileStep({name: params[name] - weights[name].mean(0) for name in params}, strategy)
+
+
+# ── Reptile as a metabook method (metabook.methods) ──────────────────────────
+
+
+def reptile_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
+    """One meta-batch of Reptile: the direction φ − mean_i W_i, and no metrics (Reptile uses no query set)."""
+    return Step(reptile_direction(model, params, tasks, inner_loop(config), config.strategy).direction,
+                None, None, None)
+
+
+def reptile_optimizer(config, params: Params, lrs: Params | None) -> torch.optim.Optimizer:
+    """SGD of step ε along φ − mean W: exactly φ ← φ + ε (mean W − φ), Reptile's update."""
+    return torch.optim.SGD(params.values(), lr=config.outer_step_size)
+
+
+def reptile_step_size(config, step: int) -> float:
+    """Reptile's ε at ``step`` (0-based): constant, or annealed linearly to ``outer_step_size_final``.
+
+    As in Nichol et al.'s code: with ``f = step / steps``, ε = (1 − f) ε_0 + f ε_final.
+    """
+    if config.outer_step_size_final is None:
+        return config.outer_step_size
+    done = step / config.steps
+    return (1 - done) * config.outer_step_size + done * config.outer_step_size_final
+
+
+def check_reptile(config) -> None:
+    """Reptile has no ANIL head-only or Meta-SGD rates."""
+    if config.head_only or config.learn_lrs:
+        raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
+                         "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
+
+
+_SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
+           "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
+           "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
+# The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
+_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
+                      inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
+                      outer_step_size_final=0.0, steps=100_000)
+PRESETS = {
+    ("omniglot", "5-way"): Preset(
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
+             eval_inner_steps=50, meta_batch=5,
+             outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _SOURCE),
+    ("omniglot", "20-way"): Preset(
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=5e-4, inner_steps=10, inner_batch_size=20,
+             eval_inner_steps=50, meta_batch=5,
+             outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _SOURCE),
+    ("mini-imagenet", ""): Preset(_MINI_IMAGENET, _SOURCE),
+    ("cifar-fs", ""): Preset(
+        _MINI_IMAGENET, "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
+    ("sinusoid", ""): Preset(
+        dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
+             meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
+        "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
+}
+
+REPTILE = register(Method(
+    name="reptile",
+    description="Reptile (Nichol et al., 2018): move the initialization toward each task's adapted weights",
+    build=build_maml_network,  # Reptile's experiments use MAML's networks
+    step=reptile_step,
+    optimizer=reptile_optimizer,
+    learning_rate=reptile_step_size,
+    check=check_reptile,
+    implies=("first_order",),
+    unused_fields={
+        ("first_order",): "Reptile never differentiates through its inner loop",
+        ("meta_lr", "meta_lr_halving_every"):
+            "Reptile's outer step is --outer-step-size (epsilon, annealed with --outer-step-size-final), "
+            "not --meta-lr or --meta-lr-halving-every",
+    },
+    presets=PRESETS,
+), origin=__name__)

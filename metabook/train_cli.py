@@ -1,16 +1,17 @@
 """``python -m metabook train|evaluate``: meta-train and evaluate from the command line.
 
-``train`` meta-trains one of MAML, first-order MAML, ANIL, Meta-SGD, Reptile
-(gradient-based), Prototypical Networks, R2-D2, LR-D2 (episodic classifiers)
-on Omniglot, mini-ImageNet or CIFAR-FS, or a gradient-based learner or a
-conditional or latent neural process on sinusoids, with
-:func:`metabook.training.train`, writing a checkpoint (resumable with
+``train`` meta-trains any registered method (:mod:`metabook.methods`: MAML,
+first-order MAML, ANIL, Meta-SGD, Reptile, Prototypical Networks, R2-D2,
+LR-D2 and the neural processes, or one of your own given as ``--method
+module:attr``) on the data sets it learns, Omniglot, mini-ImageNet, CIFAR-FS
+or sinusoids, with :func:`metabook.training.train`, writing a checkpoint (resumable with
 ``--resume``) and a JSON file with the configuration, learning curve and
 provenance. ``evaluate`` rebuilds the network from a checkpoint and reports
 the mean test score over 600 tasks with its 95% confidence interval
 (:func:`metabook.evaluation.evaluate`), as JSON too. Every option left out
-takes the value of the paper that introduced the setting (:data:`PRESETS`),
-or the book's where the paper has none.
+takes the value of the paper that introduced the setting (each method's
+``presets``), or the book's where the paper has none. This module names no
+method: what differs between them, it asks of the method.
 
 The episodic classifiers may train with more classes per task than they are
 tested with (``--train-ways``; ProtoNets train 60-way on Omniglot): their
@@ -26,117 +27,53 @@ from pathlib import Path
 
 import torch
 
-from metabook.cli import UserError, count_type, rate_type
+from metabook.cli_options import count_type, rate_type
+from metabook.errors import UserError
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV
+from metabook.methods import DEFAULT_ALGORITHM, FEW_SHOT_DATA_SETS, Method, all_methods, inner_loop
+from metabook.methods import get as get_method
+from metabook.methods import load as load_method
+from metabook.methods import names as method_names
+from metabook.methods import origin as method_origin
 from metabook.setups import CONVNETS, build_model, make_sampler  # noqa: F401 (CONVNETS: re-exported)
-from metabook.training import DOMAIN_ALGORITHMS, EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS, TrainConfig
+from metabook.training import TrainConfig
 
-__all__ = ["add_parser", "ALGORITHMS", "DATA_SETS", "PRESETS", "paper_defaults", "build_model", "make_sampler"]
+__all__ = ["add_parser", "ALGORITHMS", "DATA_SETS", "PRESETS",  # noqa: F822 (ALGORITHMS, PRESETS: module __getattr__)
+           "paper_defaults", "build_model", "make_sampler", "resolve_method"]
 
-# The domain-generalization algorithms of metabook.training (erm, mldg) train on batches of source domains,
-# not on the few-shot tasks of these data sets: their chapter runs them.
-ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS
-CLASSIFIERS = ("protonet", "r2d2", "lrd2")  # episodic classifiers: any number of ways with the same weights
-DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")
+DATA_SETS = FEW_SHOT_DATA_SETS
 
-_MAML = ("MAML (Finn et al., 2017), Sec. 5 and App. A.1; meta-lr and queries from cbfinn/maml main.py; inner-lr is "
-         "the paper's alpha times the number of ways, because the reference code's inner loss (utils.xent: cross-"
-         "entropy / K, summed over the N*K support examples by tf.gradients) is N times the mean loss used here")
-_REPTILE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
-            "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
-            "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
-_PROTONET = ("Prototypical Networks (Snell et al., 2017), Sec. 3.1-3.2: Adam lr 1e-3, halved every 2,000 episodes; "
-             "one episode per step and 5-way validation "
-             "as in jakesnell/prototypical-networks; the paper stops on validation loss, the steps are the book's")
-_R2D2 = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2): Adam lr 5e-3, halved every 2,000 "
-         "episodes; one episode per step; their training shots, "
-         "drawn from 1 to 9, are fixed here; they stop on validation, the steps are the book's")
-_NP = ("the book's choice, as scripts/full_scale_neural_processes.py (the CNP and NP papers have no sine-wave "
-       "experiment): training contexts of 0 to --train-shots points, DeepMind's 128-unit networks")
 
-# The mini-ImageNet values, which CIFAR-FS borrows (neither paper has a CIFAR-FS experiment).
-_MAML_MINI_IMAGENET = dict(inner_lr=0.05, inner_steps=5, eval_inner_steps=10, meta_batch=4, meta_lr=1e-3,
-                           steps=60_000, queries=15)
-_REPTILE_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
-                              inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
-                              outer_step_size_final=0.0, steps=100_000)
+def __getattr__(name: str):
+    # Read from the registry when asked for, so that they include methods registered later. The methods
+    # that learn from source domains (Method.domains: erm, mldg) are trained by their chapter, not here.
+    if name == "ALGORITHMS":
+        return method_names(domains=False)
+    if name == "CLASSIFIERS":  # any number of ways with the same weights
+        return method_names(any_ways=True)
+    if name == "PRESETS":
+        return {(group, data, setting): preset for group, presets in _preset_groups()
+                for (data, setting), preset in presets.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-# The paper values of each setting: (algorithm family, data set, setting) -> (TrainConfig fields, source).
-# "maml" stands for maml, fomaml, anil and metasgd (ANIL and Meta-SGD are run with MAML's values here),
-# "np" for cnp and np. Some values depend on the shots and ways and are filled in by paper_defaults:
-# MAML's Omniglot query sets have as many examples per class as the support set, and its mini-ImageNet
-# meta-batch is 4 tasks for 1-shot and 2 for 5-shot; ProtoNets train 30-way for 1-shot and 20-way for
-# 5-shot on mini-ImageNet; R2-D2's and LR-D2's training episodes have a fixed number of images per class
-# (_EPISODE_IMAGES), the queries being what the shots leave.
-PRESETS = {
-    ("maml", "omniglot", "5-way"): (
-        dict(inner_lr=2.0, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _MAML),
-    ("maml", "omniglot", "20-way"): (
-        dict(inner_lr=2.0, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _MAML),
-    ("maml", "mini-imagenet", ""): (_MAML_MINI_IMAGENET, _MAML),
-    ("maml", "cifar-fs", ""): (
-        _MAML_MINI_IMAGENET, "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),
-    ("maml", "sinusoid", ""): (
-        dict(shots=10, queries=10, inner_lr=0.01, inner_steps=1, eval_inner_steps=10, meta_batch=25,
-             meta_lr=1e-3, steps=70_000), "MAML Sec. 5.1 (alpha 0.01, K = 10); batch 25, 10 test steps from main.py"),
-    ("reptile", "omniglot", "5-way"): (
-        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
-             eval_inner_steps=50, meta_batch=5,
-             outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _REPTILE),
-    ("reptile", "omniglot", "20-way"): (
-        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=5e-4, inner_steps=10, inner_batch_size=20,
-             eval_inner_steps=50, meta_batch=5,
-             outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _REPTILE),
-    ("reptile", "mini-imagenet", ""): (_REPTILE_MINI_IMAGENET, _REPTILE),
-    ("reptile", "cifar-fs", ""): (
-        _REPTILE_MINI_IMAGENET, "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
-    ("reptile", "sinusoid", ""): (
-        dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
-             meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
-        "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
-    ("protonet", "omniglot", ""): (
-        dict(train_ways=60, queries=5, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _PROTONET),
-    ("protonet", "mini-imagenet", ""): (
-        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000), _PROTONET),
-    ("protonet", "cifar-fs", ""): (
-        dict(train_ways=30, queries=15, meta_batch=1, meta_lr=1e-3, meta_lr_halving_every=2_000, steps=20_000),
-        "ProtoNets' mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
-    ("r2d2", "omniglot", ""): (dict(train_ways=60, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000), _R2D2),
-    ("r2d2", "mini-imagenet", ""): (dict(train_ways=16, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
-    ("r2d2", "cifar-fs", ""): (dict(train_ways=20, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
-    ("lrd2", "omniglot", ""): (
-        dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000),
-        "LR-D2's mini-ImageNet values (the authors' scripts have no LR-D2 Omniglot run); " + _R2D2),
-    ("lrd2", "mini-imagenet", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
-    ("lrd2", "cifar-fs", ""): (dict(train_ways=10, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=30_000), _R2D2),
-    ("np", "sinusoid", ""): (
-        dict(shots=10, train_shots=20, queries=20, meta_batch=64, meta_lr=5e-4, steps=50_000), _NP),
-}
-# Images per class in an R2-D2 / LR-D2 training episode of the authors' scripts (--data.batch_size / --data.way).
-_EPISODE_IMAGES = {("r2d2", "omniglot"): 10, ("r2d2", "mini-imagenet"): 15, ("r2d2", "cifar-fs"): 12,
-                   ("lrd2", "omniglot"): 20, ("lrd2", "mini-imagenet"): 20, ("lrd2", "cifar-fs"): 20}
-_FAMILIES = {"reptile": "reptile", "protonet": "protonet", "r2d2": "r2d2", "lrd2": "lrd2", "cnp": "np", "np": "np"}
-_FAMILY_NAMES = {"maml": "maml/fomaml/anil/metasgd", "np": "cnp/np"}
+
+def _preset_groups() -> list[tuple[str, dict]]:
+    """``[(names, presets)]``: the methods that share one table of presets (maml/fomaml/anil/metasgd) together."""
+    groups: dict[int, tuple[list[str], dict]] = {}
+    for method in all_methods():
+        if method.presets:
+            groups.setdefault(id(method.presets), ([], method.presets))[0].append(method.name)
+    return [("/".join(group), presets) for group, presets in groups.values()]
 
 
 def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
                    train_shots: int | None = None) -> tuple[dict, str]:
-    """The paper's TrainConfig values for this setting, and where they come from.
+    """The paper's TrainConfig values for this setting, and where they come from (the method's ``preset``).
 
     ``train_shots``: the training shots when they are given (R2-D2's queries depend on them).
     """
-    family = _FAMILIES.get(algorithm, "maml")
-    setting = ("20-way" if ways >= 20 else "5-way") if family in ("maml", "reptile") and data == "omniglot" else ""
-    values, source = PRESETS[family, data, setting]
+    values, source = get_method(algorithm).preset(data, ways, shots, train_shots)
     values = dict(values)
-    if family == "maml" and data == "omniglot":
-        values["queries"] = shots
-    if family == "maml" and data == "mini-imagenet" and shots >= 5:
-        values["meta_batch"] = 2
-    if family == "protonet" and data != "omniglot" and shots >= 5:
-        values["train_ways"] = 20
-    if (family, data) in _EPISODE_IMAGES:
-        values["queries"] = max(_EPISODE_IMAGES[family, data] - (train_shots or shots), 1)
     if "train_ways" in values:
         values["train_ways"] = max(values["train_ways"], ways)  # never fewer classes than the tests have
     if data == "sinusoid":
@@ -150,65 +87,64 @@ def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
 _PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
                    "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "meta_lr_halving_every",
                    "steps", "outer_step_size", "outer_step_size_final")
-# What a gradient-based learner's inner and outer loops take, and an episodic learner has no use for.
-_LOOP_OPTIONS = ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps",
-                 "first_order", "outer_step_size", "outer_step_size_final")
 
 
 def _flags(names) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
-def _check_request(args) -> None:
-    """One clear error for an unknown name, a data set the algorithm cannot learn, or an option it has no use for."""
-    algorithm, data = args.algorithm, args.data
-    if algorithm in DOMAIN_ALGORITHMS:
-        raise UserError(f"{algorithm} learns from source domains, not from the few-shot tasks of these data sets: "
-                        "train it with metabook.mldg (see the MLDG chapter)")
-    if algorithm not in ALGORITHMS:
-        raise UserError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
+def _either(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def resolve_method(name: str) -> Method:
+    """The method ``--algorithm`` / ``--method`` names: a registered name, ``module:attr`` or ``file.py:attr``."""
+    try:
+        if ":" in name or name.endswith(".py"):
+            return load_method(name)
+        return get_method(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def _check_request(args, method: Method) -> None:
+    """One clear error for a data set the method cannot learn, or an option it has no use for."""
+    name, data = method.name, args.data
+    if not method.data_sets:
+        raise UserError(f"{name} {method.data_hint or 'trains on no data set of the command line'}")
     if data not in DATA_SETS:
         raise UserError(f"unknown data set {data!r}; choose one of: {', '.join(DATA_SETS)}")
-    if algorithm in ("cnp", "np") and data != "sinusoid":
-        raise UserError(f"{algorithm} is a regression model of sine waves; use --data sinusoid")
-    if algorithm in CLASSIFIERS and data == "sinusoid":
-        raise UserError(f"{algorithm} classifies images; use --data omniglot, mini-imagenet or cifar-fs")
-    if algorithm in EPISODIC_ALGORITHMS:
-        given = [name for name in _LOOP_OPTIONS if getattr(args, name) not in (None, False)]
+    if data not in method.data_sets:
+        hint = method.data_hint or "learns other data sets"
+        raise UserError(f"{name} {hint}; use --data {_either(method.data_sets)}")
+    for unused, reason in method.unused_fields.items():
+        given = [field for field in unused if getattr(args, field, None) not in (None, False)]
         if given:
-            raise UserError(f"{algorithm} solves each task in one forward pass, with no inner loop and Adam "
-                            f"steps of --meta-lr: drop {_flags(given)}")
-    if args.train_ways is not None and algorithm not in CLASSIFIERS:
-        raise UserError(f"--train-ways is for {', '.join(CLASSIFIERS)}, whose weights serve any number of ways; "
-                        f"{algorithm} trains and tests at --ways")
-    if algorithm == "reptile" and args.first_order:
-        raise UserError("Reptile never differentiates through its inner loop; drop --first-order")
-    if algorithm == "reptile" and (args.meta_lr is not None or args.meta_lr_halving_every is not None):
-        raise UserError("Reptile's outer step is --outer-step-size (epsilon, annealed with --outer-step-size-final), "
-                        "not --meta-lr or --meta-lr-halving-every")
-    if algorithm in GRADIENT_ALGORITHMS and algorithm != "reptile" and (
-            args.outer_step_size is not None or args.outer_step_size_final is not None):
-        raise UserError(f"--outer-step-size and --outer-step-size-final are Reptile's epsilon; "
-                        f"{algorithm} takes Adam steps of --meta-lr")
+            raise UserError(f"{reason.format(name=name)}: drop {_flags(given)}")
+    if args.train_ways is not None and not method.any_ways:
+        raise UserError(f"--train-ways is for {', '.join(method_names(any_ways=True))}, whose weights serve any "
+                        f"number of ways; {name} trains and tests at --ways")
     if data == "sinusoid" and args.ways is not None:
         raise UserError("sinusoid tasks are regression, they have no classes: drop --ways")
 
 
 def config_from_args(args) -> tuple[TrainConfig, str]:
     """The run's TrainConfig: the options given, the paper's values for the rest; and their source."""
-    _check_request(args)
+    method = resolve_method(args.method or args.algorithm)
+    _check_request(args, method)
     # Only a value left out takes the default: an explicit 0 was refused by the parser, never read as "not given".
     ways = 5 if args.ways is None else args.ways
     shots = (10 if args.data == "sinusoid" else 1) if args.shots is None else args.shots
-    values, source = paper_defaults(args.algorithm, args.data, ways, shots, args.train_shots)
+    values, source = paper_defaults(method.name, args.data, ways, shots, args.train_shots)
     given = {name: getattr(args, name) for name in _PRESET_OPTIONS if getattr(args, name) is not None}
     values.update(given)
     values.setdefault("shots", shots)
     values.setdefault("queries", 15)
-    if args.algorithm in EPISODIC_ALGORITHMS:
+    if method.episodic:
         values.update(inner_steps=0, eval_inner_steps=0)  # recorded so: no inner loop
     config = TrainConfig(
-        algorithm=args.algorithm, dataset=args.data, ways=1 if args.data == "sinusoid" else ways,
+        algorithm=method.name, dataset=args.data, ways=1 if args.data == "sinusoid" else ways,
         first_order=args.first_order, query_bn=args.query_bn, log_every=args.log_every,
         validate_every=args.validate_every, validation_tasks=args.validation_tasks,
         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, bf16=args.bf16,
@@ -299,10 +235,59 @@ def _trained_config(state: dict, checkpoint: Path) -> TrainConfig:
     return TrainConfig(**state["config"])
 
 
+def _same_origin(here: str, recorded: str) -> bool:
+    """Whether two origins name the same method; a file by its name, wherever the run kept it."""
+    if ".py:" in here and ".py:" in recorded:
+        (file, attribute), (file_there, attribute_there) = here.rsplit(":", 1), recorded.rsplit(":", 1)
+        return Path(file).name == Path(file_there).name and attribute == attribute_there
+    return here == recorded
+
+
+def checkpoint_method(state: dict, checkpoint: Path, spec: str | None = None) -> Method:
+    """The method a checkpoint was trained with; refuses (``UserError``) to evaluate it as another one.
+
+    A checkpoint written before methods were recorded names it by
+    ``config["algorithm"]``. A method from outside the package is imported
+    only from ``spec`` (``--method``), never from what the checkpoint names,
+    so that evaluating a file runs no code the file chose; ``spec`` must then
+    be the method the run recorded.
+    """
+    record = state.get("method") or {"name": state["config"]["algorithm"], "origin": None}
+    name, recorded = record["name"], record.get("origin")
+    try:
+        if spec is not None:
+            resolve_method(spec)
+        method = get_method(name)
+        here = method_origin(name)
+    except (ValueError, UserError) as error:
+        how = f"pass --method {recorded} to import it" if recorded and spec is None else "its method must be importable"
+        raise UserError(f"{checkpoint} was trained with the method {name!r}{f' from {recorded}' if recorded else ''}, "
+                        f"which is not registered here ({error}); {how}") from None
+    if recorded and not _same_origin(here, recorded):
+        raise UserError(f"{checkpoint} was trained with the method {name!r} from {recorded}, but {name!r} here comes "
+                        f"from {here}; evaluate it with --method {recorded}")
+    return method
+
+
+def _build_trained_network(config: TrainConfig, state: dict, checkpoint: Path):
+    """The network of the run, built by its method and loaded with the checkpoint's weights, or a ``UserError``."""
+    # The weights of ProtoNets and R2-D2 do not depend on the number of ways: build for the tested one.
+    model = build_model(config, config.ways)
+    network = (state.get("method") or {}).get("network")
+    built = type(model).__qualname__
+    if network and network != built:
+        raise UserError(f"{checkpoint} holds a {network}, but the method {config.algorithm!r} builds a {built}: "
+                        "the run trained its own network under that method's name; evaluate it in Python with "
+                        "metabook.evaluate, or register its method (metabook.methods) and train with --method")
+    from metabook.checkpoint import load_weights
+
+    load_weights(model, state["model"], checkpoint)
+    return model
+
+
 def _run_evaluate(args) -> int:
-    from metabook.checkpoint import load_checkpoint, load_weights, provenance, write_json
+    from metabook.checkpoint import load_checkpoint, provenance, write_json
     from metabook.evaluation import evaluate
-    from metabook.training import inner_loop
 
     checkpoint = Path(args.checkpoint)
     try:
@@ -311,27 +296,27 @@ def _run_evaluate(args) -> int:
         raise UserError(f"no checkpoint at {checkpoint}; train one first: python -m metabook train "
                         f"--algorithm ALGORITHM --data DATA --checkpoint {checkpoint}") from None
     trained = _trained_config(state, checkpoint)
-    episodic = trained.algorithm in EPISODIC_ALGORITHMS
+    method = checkpoint_method(state, checkpoint, args.method)
+    episodic = method.episodic
     if episodic and args.inner_steps is not None:
         raise UserError(f"{trained.algorithm} solves each task in one forward pass, with no fine-tuning steps: "
                         "drop --inner-steps")
-    if args.ways is not None and args.ways != trained.ways and trained.algorithm not in CLASSIFIERS:
+    if args.ways is not None and args.ways != trained.ways and not method.any_ways:
         what = "has no classes" if trained.dataset == "sinusoid" else f"has a {trained.ways}-output head"
-        raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only {', '.join(CLASSIFIERS)} "
-                        "are tested at another number of ways)")
+        raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only "
+                        f"{', '.join(method_names(any_ways=True))} are tested at another number of ways)")
     overrides = {"device": args.device, "query_bn": args.query_bn, "eval_inner_steps": args.inner_steps,
                  "queries": args.queries, "shots": args.shots, "ways": args.ways}
     config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
     device = _device(config)
-    # The weights of ProtoNets and R2-D2 do not depend on the number of ways: build for the tested one.
-    model = build_model(config, config.ways)
-    load_weights(model, state["model"], checkpoint)
+    model = _build_trained_network(config, state, checkpoint)
     model.to(device)
     lrs = None if state["lrs"] is None else {name: rate.to(device) for name, rate in state["lrs"].items()}
     sampler = make_sampler(config, args.split, args.seed, device, args.cache, args.mirror)
     began = time.perf_counter()
     result = evaluate(model, sampler, None if episodic else inner_loop(config, evaluation=True), args.tasks, lrs,
-                      tasks_per_batch=args.tasks_per_batch, strategy=config.strategy, progress=not args.no_progress)
+                      tasks_per_batch=args.tasks_per_batch, strategy=config.strategy, progress=not args.no_progress,
+                      method=method)
     output = Path(args.output) if args.output else checkpoint.with_suffix(f".{args.split}.json")
     write_json(output, {
         "command": "evaluate",
@@ -355,21 +340,28 @@ def _run_evaluate(args) -> int:
 
 def _presets_epilog() -> str:
     lines = ["Defaults when an option is left out (the papers' values):"]
-    for (family, data, setting), (values, source) in PRESETS.items():
-        name = _FAMILY_NAMES.get(family, family)
-        shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
-        lines.append(f"  {name}, {data} {setting}".rstrip() + f": {shown}. Source: {source}.")
-    images = ", ".join(f"{algorithm} on {data} {n}" for (algorithm, data), n in _EPISODE_IMAGES.items())
+    for group, presets in _preset_groups():
+        for (data, setting), (values, source) in presets.items():
+            shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
+            lines.append(f"  {group}, {data} {setting}".rstrip() + f": {shown}. Source: {source}.")
+    methods = [m for m in all_methods() if m.data_sets]
+    notes = list(dict.fromkeys(m.preset_notes for m in methods if m.preset_notes))
+    networks = {}
+    for method in methods:
+        if method.build is not None and method.build.__doc__:
+            first_line = method.build.__doc__.strip().splitlines()[0].replace("``", "")
+            networks.setdefault(first_line, []).append(method.name)
     lines += [
-        "  MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot. ProtoNets on "
-        "mini-ImageNet and CIFAR-FS: --train-ways 20 for 5-shot. R2-D2 and LR-D2: --queries is what the "
-        f"training shots leave of the authors' images per class in an episode ({images}). --train-ways is never "
-        "below --ways. Elsewhere --ways 5, --shots 1 (sinusoid: 10 points), --queries 15.",
-        "  The networks: MAML's for each data set (Finn et al., 2017); ProtoNets, R2-D2 and LR-D2 embed with its "
-        "conv body without the head, R2-D2 and LR-D2 learn lambda from 1 and R2-D2 its output scale from 10 "
-        "(metabook.r2d2; the authors fix lambda at 50 on a wider network); LR-D2 takes 5 Newton steps.",
+        "  " + " ".join(notes) + " --train-ways is never below --ways. Elsewhere --ways 5, --shots 1 (sinusoid: "
+        "10 points), --queries 15.",
+        "  The networks: " + "; ".join(f"{'/'.join(group)}: {doc.rstrip('.')}" for doc, group in networks.items())
+        + ".",
     ]
     return "\n".join(lines)
+
+
+def _methods_help() -> str:
+    return "; ".join(f"{m.name}: {m.description}" for m in all_methods() if m.data_sets)
 
 
 def _data_options(parser) -> None:
@@ -388,23 +380,25 @@ def add_parser(subparsers) -> None:
     """Register ``train`` and ``evaluate`` with the top-level command line."""
     formatter = argparse.RawDescriptionHelpFormatter
     train = subparsers.add_parser(
-        "train", help="meta-train MAML, first-order MAML, ANIL, Meta-SGD, Reptile, Prototypical Networks, "
-                      "R2-D2, LR-D2 or a (conditional) neural process",
+        "train", help=f"meta-train one of {', '.join(method_names(domains=False))}, or a method of your own",
         description="Meta-train a network and write a resumable checkpoint and a JSON file of the run "
-                    "(configuration, learning curve, provenance). Gradient-based learners (maml, fomaml, anil, "
-                    "metasgd, reptile) train on every data set; the episodic classifiers (protonet, r2d2, lrd2) "
-                    "on the image data sets; the neural processes (cnp, np) on sinusoids.",
+                    "(configuration, learning curve, provenance). The methods: " + _methods_help() + ".",
         epilog=_presets_epilog() + "\n\nExamples: python -m metabook train --algorithm maml --data omniglot "
                "--steps 2000 --validate-every 500 --checkpoint runs/maml.pt\n"
                "          python -m metabook train --algorithm protonet --data omniglot --ways 5 "
-               "--checkpoint runs/protonet.pt   (60-way training episodes, validated 5-way)",
+               "--checkpoint runs/protonet.pt   (60-way training episodes, validated 5-way)\n"
+               "          python -m metabook train --method examples/protomaml.py:PROTOMAML --data omniglot "
+               "--steps 200 --checkpoint runs/protomaml.pt   (a method defined outside the package)",
         formatter_class=formatter,
     )
-    train.add_argument("--algorithm", default="maml", metavar="NAME",
-                       help=f"{', '.join(ALGORITHMS)} (default: maml); fomaml is first-order MAML, anil adapts "
-                            "only the head, metasgd learns one inner learning rate per parameter; protonet: "
-                            "Prototypical Networks, r2d2 / lrd2: ridge / logistic regression heads fitted in "
-                            "closed form; cnp / np: conditional / latent neural processes (sinusoids only)")
+    train.add_argument("--algorithm", default=DEFAULT_ALGORITHM, metavar="NAME",
+                       help=f"{', '.join(method_names(domains=False))} (default: {DEFAULT_ALGORITHM}), or any "
+                            "method registered through the entry-point group metabook.methods (see the "
+                            "description above)")
+    train.add_argument("--method", default=None, metavar="MODULE:ATTR",
+                       help="a method of your own, a metabook.methods.Method: module:attribute or "
+                            "path/to/file.py:attribute (it replaces --algorithm; the checkpoint records it, and "
+                            "evaluate imports it again); see the book's page 'Add your own method'")
     train.add_argument("--data", default="omniglot", metavar="NAME",
                        help=f"{', '.join(DATA_SETS)} (default: omniglot; mini-ImageNet has no download: "
                             "see `python -m metabook data info mini-imagenet`)")
@@ -497,6 +491,9 @@ def add_parser(subparsers) -> None:
         formatter_class=formatter,
     )
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by train")
+    evaluate.add_argument("--method", default=None, metavar="MODULE:ATTR",
+                          help="the method of a run trained with train --method: the same module:attribute or "
+                               "path/to/file.py:attribute (evaluate imports no code that a checkpoint names)")
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"),
                           help="which classes to draw tasks from (default: test)")
     evaluate.add_argument("--tasks", type=count_type("--tasks"), default=600, help="test tasks (default: 600, as MAML)")

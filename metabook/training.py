@@ -7,7 +7,8 @@ Every gradient-based meta-learner of the book trains the same way::
         direction = ...                          # the algorithm's update direction
         optimizer.step()                         # move θ (and Meta-SGD's α) along it
 
-and they differ only in the direction and the optimizer (:func:`meta_step`):
+and they differ only in the direction and the optimizer, which each method
+supplies (:class:`metabook.methods.Method`; :func:`meta_step` calls its ``step``):
 
 =========  ==========================================  ================================
 algorithm  direction                                   optimizer
@@ -26,11 +27,11 @@ erm        ∇θ of the loss on all of that batch's       Adam
            source examples
 =========  ==========================================  ================================
 
-The episodic algorithms (:data:`EPISODIC_ALGORITHMS`) train a model whose
+The episodic algorithms (``Method.episodic``) train a model whose
 ``forward`` solves a task in one pass (:mod:`metabook.episodic`): the inner-loop
 settings do not apply to them.
 
-The domain-generalization algorithms (:data:`DOMAIN_ALGORITHMS`, :mod:`metabook.mldg`)
+The domain-generalization algorithms (``Method.domains``, :mod:`metabook.mldg`)
 train a network on batches of a :class:`metabook.data.domains.DomainBatchSampler`:
 each "task" is one batch per source domain, its support set the meta-train
 domains' examples and its query set the meta-test domains'. MLDG's virtual step
@@ -64,7 +65,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -73,21 +73,23 @@ from metabook.checkpoint import checkpoint_lock, load_checkpoint, restore_rng_st
 from metabook.data.storage import atomic_output
 from metabook.errors import UserError
 from metabook.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
-from metabook.episodic import episode_gradient, is_episodic
+from metabook.episodic import is_episodic
 from metabook.evaluation import evaluate
 from metabook.inner_loop import (INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of,
                                  set_gradients)
-from metabook.maml import init_learning_rates, meta_gradient
+from metabook.maml import init_learning_rates
+from metabook.methods import DEFAULT_ALGORITHM, LOSSES, inner_loop
+from metabook.methods import get as get_method
+from metabook.methods import names as method_names
+from metabook.methods import origin as method_origin
 from metabook.models import use_channels_last
-from metabook.mldg import erm_gradient, mldg_gradient
-from metabook.reptile import reptile_direction
 from metabook.runtime import pick_device, seed_everything
 
 __all__ = [
-    "ALGORITHMS",
-    "GRADIENT_ALGORITHMS",
-    "EPISODIC_ALGORITHMS",
-    "DOMAIN_ALGORITHMS",
+    "ALGORITHMS",  # noqa: F822 (module __getattr__: read from the registry)
+    "GRADIENT_ALGORITHMS",  # noqa: F822
+    "EPISODIC_ALGORITHMS",  # noqa: F822
+    "DOMAIN_ALGORITHMS",  # noqa: F822
     "LOSSES",
     "TrainConfig",
     "CurvePoint",
@@ -96,7 +98,7 @@ __all__ = [
     "inner_loop",
     "make_optimizer",
     "outer_learning_rate",
-    "reptile_step_size",
+    "reptile_step_size",  # noqa: F822
     "meta_step",
     "stop_if_diverged",
     "stop_if_validation_diverged",
@@ -104,13 +106,25 @@ __all__ = [
     "train",
 ]
 
-GRADIENT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
-# Prototypical Networks, R2-D2 (and its logistic variant), conditional and latent neural processes.
-EPISODIC_ALGORITHMS = ("protonet", "r2d2", "lrd2", "cnp", "np")
-# Domain generalization: MLDG and its baseline, empirical risk minimization over the source domains.
-DOMAIN_ALGORITHMS = ("erm", "mldg")
-ALGORITHMS = GRADIENT_ALGORITHMS + EPISODIC_ALGORITHMS + DOMAIN_ALGORITHMS
-LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+# The names of the registered methods (metabook.methods), read when asked for, so that they include methods
+# registered later: every one (ALGORITHMS); the gradient-based ones, with an inner loop; the episodic learners;
+# the domain-generalization methods, which train on batches of source domains.
+_METHOD_GROUPS = {
+    "ALGORITHMS": {},
+    "GRADIENT_ALGORITHMS": dict(episodic=False, domains=False),
+    "EPISODIC_ALGORITHMS": dict(episodic=True),
+    "DOMAIN_ALGORITHMS": dict(domains=True),
+}
+
+
+def __getattr__(name: str):
+    if name in _METHOD_GROUPS:
+        return method_names(**_METHOD_GROUPS[name])
+    if name == "reptile_step_size":  # moved to the method's own module
+        from metabook.reptile import reptile_step_size
+
+        return reptile_step_size
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -131,7 +145,9 @@ class TrainConfig:
     sinusoids: ``shots`` support and ``queries`` query points; ``ways`` is
     unused). ``loss``: ``"cross_entropy"`` or ``"mse"`` (regression).
 
-    **The algorithm.** ``algorithm``: one of :data:`ALGORITHMS`. It sets
+    **The algorithm.** ``algorithm``: the name of a registered method
+    (:func:`metabook.methods.names`: the book's are maml, fomaml, anil,
+    metasgd, reptile, protonet, r2d2, lrd2, cnp, np, erm and mldg). It sets
     ``first_order`` (fomaml), ``head_only`` (anil) or ``learn_lrs``
     (metasgd); the flags can also be combined by hand, e.g. ``"anil"`` with
     ``first_order=True``. ``meta_batch``: tasks per meta-step.
@@ -157,7 +173,7 @@ class TrainConfig:
     between checkpoints (0: only at the end). ``seed``: seeds the global
     generators at the start of a fresh run; the command line also derives the
     network's initialization and the samplers' seeds from it.
-    ``device``: ``"auto"`` (:func:`metabook.pick_device`), ``"cpu"``,
+    ``device``: ``"auto"`` (:func:`~metabook.runtime.pick_device`), ``"cpu"``,
     ``"cuda"``... ``bf16``: compute the meta-gradient under bfloat16 autocast,
     on CUDA or on a CPU with bfloat16 units (AVX-512-BF16, AMX): parameters,
     optimizer and checkpoints stay float32. ``channels_last``: store the
@@ -174,7 +190,7 @@ class TrainConfig:
     or ``ValueError`` naming the field and the value.
     """
 
-    algorithm: str = "maml"
+    algorithm: str = DEFAULT_ALGORITHM
     dataset: str = "omniglot"
     ways: int = 5
     shots: int = 1
@@ -209,8 +225,7 @@ class TrainConfig:
     mldg_beta: float = 1.0
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
+        method = get_method(self.algorithm)  # an unknown name: a ValueError that lists the registered ones
         validation.choice("loss", self.loss, LOSSES)
         validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
         validation.choice("strategy", self.strategy, STRATEGIES)
@@ -227,29 +242,13 @@ class TrainConfig:
         for name in ("inner_lr", "meta_lr", "outer_step_size", "outer_step_size_final", "mldg_beta"):
             if getattr(self, name) is not None:
                 validation.rate(name, getattr(self, name), zero_ok=True)
-        if self.train_ways is not None and (self.train_ways < 1 or self.algorithm not in EPISODIC_ALGORITHMS):
+        if self.train_ways is not None and (self.train_ways < 1 or not method.episodic):
             raise ValueError(f"train_ways={self.train_ways} needs a positive number and an episodic classifier "
-                             f"({', '.join(EPISODIC_ALGORITHMS)}): a network's head fixes its number of ways")
-        if self.algorithm == "reptile" and (self.head_only or self.learn_lrs):
-            raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
-                             "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
-        if self.algorithm in EPISODIC_ALGORITHMS and (self.head_only or self.learn_lrs or self.first_order):
-            raise ValueError(f"{self.algorithm} has no inner loop: head_only, learn_lrs and first_order "
-                             "belong to the gradient-based algorithms")
-        if self.algorithm in DOMAIN_ALGORITHMS:
-            if self.head_only or self.learn_lrs:
-                raise ValueError(f"{self.algorithm} trains every parameter with a fixed step: head_only and "
-                                 "learn_lrs belong to ANIL and Meta-SGD")
-            if self.algorithm == "mldg" and self.inner_steps != 1:
-                raise ValueError(f"MLDG takes one virtual step on the meta-train domains: inner_steps must be 1, "
-                                 f"got {self.inner_steps}")
-            if self.validate_every:
-                raise ValueError(f"{self.algorithm} has no validation tasks: set validate_every=0 and score "
-                                 "held-out domains with metabook.mldg.domain_accuracy")
+                             f"({', '.join(method_names(episodic=True))}): a network's head fixes its number of ways")
+        method.check(self)  # the method's own settings (Reptile has no head_only, MLDG one virtual step, ...)
         # The algorithm's name is the flag it stands for; set it so the config says what ran.
-        self.first_order = self.first_order or self.algorithm in ("fomaml", "reptile")
-        self.head_only = self.head_only or self.algorithm == "anil"
-        self.learn_lrs = self.learn_lrs or self.algorithm == "metasgd"
+        for flag in method.implies:
+            setattr(self, flag, True)
 
     @property
     def support_shots(self) -> int:
@@ -316,25 +315,12 @@ class TrainResult:
 # ── The pieces of one meta-step ──────────────────────────────────────────────
 
 
-def inner_loop(config: TrainConfig, evaluation: bool = False) -> InnerLoop:
-    """The inner loop of training (``inner_steps``) or of validation and test (``eval_inner_steps``)."""
-    return InnerLoop(
-        steps=config.eval_inner_steps if evaluation else config.inner_steps,
-        lr=config.inner_lr,
-        first_order=config.first_order,
-        head_only=config.head_only,
-        loss=LOSSES[config.loss],
-        query_bn=config.query_bn,
-        optimizer=config.inner_optimizer,
-        batch_size=config.inner_batch_size,
-    )
-
-
 def make_optimizer(config: TrainConfig, params: Params, lrs: Params | None) -> torch.optim.Optimizer:
-    """Adam(β = ``meta_lr``) over θ and Meta-SGD's α; for Reptile, SGD with step ε on φ."""
-    if config.algorithm == "reptile":
-        # SGD of step ε along φ − mean W is exactly φ ← φ + ε (mean W − φ), Reptile's update.
-        return torch.optim.SGD(params.values(), lr=config.outer_step_size)
+    """The method's outer optimizer (Reptile: SGD with step ε on φ); by default Adam(β = ``meta_lr``) over θ and
+    Meta-SGD's α."""
+    method = get_method(config.algorithm)
+    if method.optimizer is not None:
+        return method.optimizer(config, params, lrs)
     return torch.optim.Adam([*params.values(), *(lrs or {}).values()], lr=config.meta_lr)
 
 
@@ -345,22 +331,12 @@ def outer_learning_rate(config: TrainConfig, step: int) -> float:
     set. A function of the step alone, so a resumed run continues the schedule
     exactly.
     """
-    if config.algorithm == "reptile":
-        return reptile_step_size(config, step)
+    method = get_method(config.algorithm)
+    if method.learning_rate is not None:  # Reptile's ε, annealed
+        return method.learning_rate(config, step)
     if config.meta_lr_halving_every is None:
         return config.meta_lr
     return config.meta_lr * 0.5 ** (step // config.meta_lr_halving_every)
-
-
-def reptile_step_size(config: TrainConfig, step: int) -> float:
-    """Reptile's ε at ``step`` (0-based): constant, or annealed linearly to ``outer_step_size_final``.
-
-    As in Nichol et al.'s code: with ``f = step / steps``, ε = (1 − f) ε_0 + f ε_final.
-    """
-    if config.outer_step_size_final is None:
-        return config.outer_step_size
-    done = step / config.steps
-    return (1 - done) * config.outer_step_size + done * config.outer_step_size_final
 
 
 def meta_step(
@@ -374,31 +350,17 @@ def meta_step(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One update of θ (and α) from a meta-batch ``tasks``; returns its ``(meta-loss, meta-accuracy)``.
 
+    The method's ``step`` gives the direction (:class:`metabook.methods.Step`).
     Both are ``None`` for Reptile (it has no query set); the accuracy is
     ``None`` for regression. They stay tensors on the device, so that
     training does not wait for the GPU at every step.
     """
-    inner = inner_loop(config)
+    method = get_method(config.algorithm)
     for group in optimizer.param_groups:
         group["lr"] = outer_learning_rate(config, step)
     # Under autocast, convolutions and matrix products run in bfloat16; everything stored stays float32.
     with torch.autocast(tasks.support_x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        if config.algorithm == "reptile":
-            direction, lr_grads = reptile_direction(model, params, tasks, inner, config.strategy).direction, None
-            loss = accuracy = None
-        elif config.algorithm in DOMAIN_ALGORITHMS:
-            # MLDG reports F + βG and the meta-test accuracy after the virtual step; ERM its batch loss and accuracy.
-            g = (mldg_gradient(model, params, tasks, inner, config.mldg_beta, config.strategy)
-                 if config.algorithm == "mldg" else erm_gradient(model, params, tasks, inner.loss, config.strategy))
-            direction, lr_grads, loss, accuracy = g.params, None, g.loss, g.accuracy
-        elif config.algorithm in EPISODIC_ALGORITHMS:
-            g = episode_gradient(model, params, tasks, config.strategy)
-            direction, lr_grads, loss = g.params, None, g.loss
-            accuracy = None if tasks.query_y.is_floating_point() else (
-                g.outputs.argmax(-1) == tasks.query_y).float().mean()
-        else:
-            g = meta_gradient(model, params, tasks, inner, lrs, config.strategy)
-            direction, lr_grads, loss, accuracy = g.params, g.lrs, g.query_loss, g.query_accuracy
+        direction, lr_grads, loss, accuracy = method.step(config, model, params, lrs, tasks)
     stop_if_diverged(config, step, loss, direction, lr_grads)
     optimizer.zero_grad(set_to_none=True)
     set_gradients(params, direction)
@@ -434,9 +396,10 @@ def stop_if_diverged(config: TrainConfig, step: int, loss: torch.Tensor | None, 
     bad = validation.non_finite(quantities)
     if bad is None:
         return
-    rates = (f"outer_step_size={config.outer_step_size}" if config.algorithm == "reptile"
-             else f"meta_lr={config.meta_lr}")
-    if config.algorithm not in EPISODIC_ALGORITHMS and config.algorithm != "erm":
+    method = get_method(config.algorithm)
+    # The rates this method uses: its own outer optimizer's (Reptile's ε) or Adam's, and the inner step if it has one.
+    rates = f"meta_lr={config.meta_lr}" if method.optimizer is None else f"outer_step_size={config.outer_step_size}"
+    if not any("inner_lr" in fields_ for fields_ in method.unused_fields):
         rates = f"inner_lr={config.inner_lr}, {rates}"
     precision = "; train in float32 (without bf16)" if config.bf16 else ""
     raise TrainingDiverged(
@@ -515,9 +478,9 @@ def _check_tasks(config: TrainConfig, sampler, which: str) -> None:
 
 
 def _check_targets(config: TrainConfig, tasks) -> None:
-    if (config.algorithm in DOMAIN_ALGORITHMS) != hasattr(tasks, "meta_test_domains"):
+    if get_method(config.algorithm).domains != hasattr(tasks, "meta_test_domains"):
         raise ValueError(f"{config.algorithm} cannot train on {type(tasks).__name__}: the domain algorithms "
-                         f"({', '.join(DOMAIN_ALGORITHMS)}) need batches of a metabook.data.domains."
+                         f"({', '.join(method_names(domains=True))}) need batches of a metabook.data.domains."
                          "DomainBatchSampler, and only they do")
     if tasks.query_y.is_floating_point() != (config.loss == "mse"):
         kind = "real-valued targets" if tasks.query_y.is_floating_point() else "class labels"
@@ -597,7 +560,7 @@ def train(
 
     ``train_sampler``, ``val_sampler``: objects with ``sample(T)`` returning
     a ``TaskBatch`` or ``SinusoidTasks`` (an ``NWayKShotSampler``, a
-    :class:`SinusoidSampler`), and ``state_dict()`` / ``load_state_dict()``
+    :class:`~metabook.data.sinusoid.SinusoidSampler`), and ``state_dict()`` / ``load_state_dict()``
     for checkpoints. ``checkpoint``: a file path; written every
     ``config.checkpoint_every`` steps and at the end, atomically.
     ``resume=True``: continue from that file when it exists (its
@@ -634,11 +597,12 @@ def train(
     if val_sampler is not None:
         _check_tasks(config, val_sampler, "val_sampler")
 
-    if (config.algorithm in EPISODIC_ALGORITHMS) != is_episodic(model):
+    method = get_method(config.algorithm)
+    if method.episodic != is_episodic(model):
         kind = "an episodic learner" if is_episodic(model) else "a network on inputs"
         raise ValueError(f"algorithm {config.algorithm!r} cannot train {type(model).__name__}, which is {kind}; "
-                         f"episodic learners train with one of {', '.join(EPISODIC_ALGORITHMS)}, networks "
-                         f"with one of {', '.join(GRADIENT_ALGORITHMS + DOMAIN_ALGORITHMS)}")
+                         f"episodic learners train with one of {', '.join(method_names(episodic=True))}, networks "
+                         f"with one of {', '.join(method_names(episodic=False))}")
     if config.train_ways is not None and getattr(model, "ways", None) != config.train_ways:
         raise ValueError(f"train_ways={config.train_ways}, but {type(model).__name__} classifies "
                          f"{getattr(model, 'ways', 'a fixed number of')} ways: build the episodic classifier with "
@@ -679,7 +643,7 @@ def train(
             model.ways = config.ways  # validate at the test ways with the same weights (checked above)
         try:
             score = evaluate(model, val_sampler, eval_inner, config.validation_tasks, lrs,
-                             strategy=config.strategy).mean
+                             strategy=config.strategy, method=method).mean
         finally:
             if config.train_ways is not None:
                 model.ways = config.train_ways
@@ -690,6 +654,9 @@ def train(
         save_checkpoint(checkpoint, {
             "step": step,
             "config": asdict(config),
+            # What evaluate rebuilds: the method, where it came from, and the network it trained.
+            "method": {"name": method.name, "origin": method_origin(method.name),
+                       "network": type(model).__qualname__},
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "lrs": None if lrs is None else {name: rate.detach() for name, rate in lrs.items()},

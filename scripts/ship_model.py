@@ -21,7 +21,7 @@ import torch
 
 from metabook import pretrained
 from metabook.checkpoint import load_checkpoint, write_json
-from metabook.data.storage import atomic_output
+from metabook.files import atomic_output
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ and never sampled here.
 :class:`DomainBatchSampler` draws, for every training iteration, ``batch_size``
 examples from **each** source domain (so every domain weighs the same), and
 splits the source domains at random into *meta-train* and *meta-test* domains,
-as MLDG does at every iteration (:func:`metabook.mldg.split_domains`). The
+as MLDG does at every iteration (:func:`split_domains`). The
 result, a :class:`DomainBatch`, uses the field names of a few-shot task batch,
 ``support_*`` for the meta-train domains' examples and ``query_*`` for the
 meta-test domains', so that the book's one training loop
@@ -26,9 +26,26 @@ from typing import Sequence
 
 import torch
 
-from metabook.mldg import split_domains
+__all__ = ["DomainBatch", "DomainBatchSampler", "split_domains"]
 
-__all__ = ["DomainBatch", "DomainBatchSampler"]
+
+def split_domains(
+    num_sources: int, num_meta_test: int, num_splits: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random splits of ``num_sources`` source domains into meta-train and meta-test domains.
+
+    Returns ``(meta_train [T, D-m], meta_test [T, m])``: positions
+    ``0..D-1`` in the list of source domains, ascending within each split,
+    disjoint, together all of them. ``T = num_splits``, ``m = num_meta_test``.
+    Every split is uniformly random: each gives the domains random keys and
+    takes the ``m`` largest keys as meta-test.
+    """
+    if not 1 <= num_meta_test < num_sources:
+        raise ValueError(f"need 1 <= num_meta_test < num_sources, got {num_meta_test} of {num_sources}")
+    device = generator.device if generator is not None else None
+    order = torch.rand(num_splits, num_sources, generator=generator, device=device).argsort(dim=1)
+    meta_train, meta_test = order[:, : num_sources - num_meta_test], order[:, num_sources - num_meta_test:]
+    return meta_train.sort(dim=1).values, meta_test.sort(dim=1).values
 
 
 @dataclass

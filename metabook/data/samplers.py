@@ -1,4 +1,4 @@
-"""Episode samplers: from a :class:`ClassImages` data set to few-shot tasks.
+"""Episode samplers: from a :class:`~metabook.data.classes.ClassImages` data set to few-shot tasks.
 
 Drawing an episode takes three picks, each a plain function below:
 
@@ -15,9 +15,9 @@ Two samplers use them:
 
 - :class:`NWayKShotSampler`: the classic episodes of Matching Networks, MAML and
   Prototypical Networks, N ways, K shots and Q queries per class, stacked into
-  a :class:`TaskBatch`;
+  a :class:`~metabook.data.tasks.TaskBatch`;
 - :class:`MetaDatasetSampler`: variable-way, variable-shot episodes of
-  Meta-Dataset (Triantafillou et al., 2020), one :class:`Task` per draw.
+  Meta-Dataset (Triantafillou et al., 2020), one :class:`~metabook.data.tasks.Task` per draw.
 
 Each sampler owns a ``torch.Generator``: the same seed gives the same episodes
 (on the same device: the CPU and CUDA generators produce different streams),
@@ -174,7 +174,7 @@ class NWayKShotSampler(_SeededSampler):
     Each task picks ``num_ways`` distinct classes uniformly, then
     ``num_shots + num_queries`` distinct images of each class; the first
     ``num_shots`` form the support set, the others the query set, so the two
-    never share an image. ``sample(T)`` returns a :class:`TaskBatch` on the data
+    never share an image. ``sample(T)`` returns a :class:`~metabook.data.tasks.TaskBatch` on the data
     set's device::
 
         sampler = NWayKShotSampler(omniglot_train, num_ways=5, num_shots=1, num_queries=15, seed=0)
@@ -196,7 +196,7 @@ class NWayKShotSampler(_SeededSampler):
         )
 
     def sample(self, num_tasks: int) -> TaskBatch:
-        """``num_tasks`` independent tasks, stacked (shapes in :class:`TaskBatch`)."""
+        """``num_tasks`` independent tasks, stacked (shapes in :class:`~metabook.data.tasks.TaskBatch`)."""
         num_tasks = validation.count("num_tasks", num_tasks)
         data, ways, shots = self.data, self.num_ways, self.num_shots
         classes = choose_classes(data.num_classes, ways, num_tasks, self.generator, data.device)  # [T, N]
@@ -292,7 +292,7 @@ class MetaDatasetSampler(_SeededSampler):
     3. shots ``k_c`` per class by :func:`meta_dataset_shots`.
 
     Episodes are ragged (each class has its own ``k_c``), so ``sample()``
-    returns one :class:`Task`; its support set is ordered class by class.
+    returns one :class:`~metabook.data.tasks.Task`; its support set is ordered class by class.
 
     The paper's fixed variants: ``num_ways`` fixes N; ``num_shots`` fixes every
     ``k_c`` (then ``q = min(10, min_c |Im(c)| - k)``); ``num_queries`` fixes q.

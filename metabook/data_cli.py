@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from metabook.cli import UserError
 from metabook.data.storage import CACHE_ENV, MIRROR_ENV, CannotWrite, DataError, cache_dir
+from metabook.errors import UserError
 
 __all__ = ["add_parser", "DATA_SETS"]
 
