@@ -226,7 +226,8 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_pa
     output = tmp_path / "protonets.json"
     assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress"]) == 0
     runs = json.loads(output.read_text())["runs"]
-    assert set(runs) == {"protonet-vinyals", "protonet-snell-enc", "protonet-lake"}
+    assert set(runs) == {"protonet-vinyals", "protonet-5shot", "protonet-vinyals-bf16", "protonet-snell-enc",
+                         "protonet-lake"}
     vinyals, lake = runs["protonet-vinyals"], runs["protonet-lake"]
     for ways in (5, 20):
         for mode in ("transductive", "inductive"):
@@ -237,6 +238,13 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_pa
     assert lake["test"]["query_bn"] == "transductive" and "mean" in lake["test"] and "ci95" in lake["test"]
     assert "98.8" in vinyals["paper"] and vinyals["paper_by_setting"]["20-way 1-shot"] == 0.96
     assert vinyals["config"]["algorithm"] == "protonet"
+    assert set(runs["protonet-5shot"]["tests"]) == {"5-way 5-shot", "20-way 5-shot"}
+    assert "99.7" in runs["protonet-5shot"]["paper"]
+    fast = runs["protonet-vinyals-bf16"]["config"]
+    assert fast["bf16"] and fast["channels_last"] and not vinyals["config"]["bf16"]
+    assert vinyals["test"]["protocol"] == {"split": "test", "seed": 0, "num_tasks": 4, "ways": 5, "shots": 1,
+                                           "queries": 15, "query_bn": "transductive", "inner_steps": 0,
+                                           "tasks_per_batch": 20}
     assert "max-pooling" in runs["protonet-snell-enc"]["embedding"]
     assert set(lake["lake_runs_error"]) == {"transductive", "inductive"}
     assert all(0 <= e <= 1 for e in lake["lake_runs_error"].values())
