@@ -21,7 +21,7 @@ a value enters, so that one rule is written once:
 
 The errors are the standard ones: ``TypeError`` for a value of the wrong kind,
 ``ValueError`` for a value of the right kind out of range. The command line
-prints either as one line (:mod:`metabook.cli`).
+prints either as one line (``metabook.cli``).
 """
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def task_tensors(tasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
     """``(support_x, support_y, query_x, query_y)`` of a batch of tasks, each checked to be a tensor.
 
     ``tasks``: any object with those four attributes, task dimension first
-    (a :class:`metabook.data.TaskBatch`, a ``SinusoidTasks``). The inputs must
+    (a :class:`metabook.data.tasks.TaskBatch`, a ``SinusoidTasks``). The inputs must
     be floating point; the targets integer labels or floating-point values.
     """
     names = ("support_x", "support_y", "query_x", "query_y")

@@ -13,7 +13,7 @@ Two folders matter:
 Every write goes to a temporary name beside its target and is renamed into
 place only once complete, so a crash, a full disk or a bad checksum never
 leaves a half-written file that a later run would trust. Downloads, unpacking
-and preprocessing also take a lock (:func:`exclusive`), so two processes that
+and preprocessing also take a lock (:func:`metabook.files.exclusive`), so two processes that
 prepare the same data set at once do the work once: the second waits and then
 finds the result. A folder that is read-only, or a full disk, is one
 :class:`CannotWrite` error that says so.
