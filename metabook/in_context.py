@@ -87,12 +87,15 @@ __all__ = [
     "LinearSelfAttention",
     "LinearAttentionRegressor",
     "gradient_step_attention",
+    "best_step_size",
     "LinearTasks",
     "LinearRegressionSampler",
     "least_squares",
     "ridge",
     "gradient_descent",
     "nearest_neighbours",
+    "regression_baselines",
+    "errors_by_context_size",
     "meta_train",
 ]
 
@@ -321,6 +324,17 @@ def gradient_step_attention(x_dim: int, lr: float, dtype=torch.float64) -> Linea
     return model
 
 
+def best_step_size(tasks) -> float:
+    """The rate η whose one GD step from w = 0 has the least query MSE over ``tasks``, in closed form.
+
+    The step's prediction is η ŷ₁ with ŷ₁ = Σ_i y_i x_iᵀ x_q (rate 1), linear
+    in η, so the best η is a one-dimensional least-squares fit:
+    η* = Σ ŷ₁ y / Σ ŷ₁², summed over every query of every task.
+    """
+    unit_step = tasks.query_x @ (tasks.support_x.transpose(-1, -2) @ tasks.support_y)  # ŷ₁ [T, Q, 1]
+    return float((unit_step * tasks.query_y).sum() / unit_step.pow(2).sum())
+
+
 # ── Linear-regression tasks and the baselines ────────────────────────────────
 
 
@@ -437,6 +451,42 @@ def nearest_neighbours(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, nei
     nearest = torch.cdist(xq, xs).topk(min(neighbours, xs.shape[-2]), dim=-1, largest=False).indices  # [T, Q, n]
     labels = ys[..., 0].gather(-1, nearest.flatten(-2)).view(nearest.shape)  # ys[t, nearest[t, q, j]]
     return labels.mean(-1, keepdim=True)
+
+
+def regression_baselines(noise_std: float, weight_std: float = 1.0, gd_steps=(1, 10),
+                         neighbours: int = 3) -> dict:
+    """The baselines of in-context linear regression by name: ``{name: predict(xs, ys, xq)}``.
+
+    Least squares; ridge with the Bayes-optimal λ = σ²/τ² when there is noise
+    (noiseless, the Bayes-optimal predictor is least squares itself, the
+    limit λ → 0); gradient descent from w = 0 with step 1/L for each number
+    of steps in ``gd_steps``; the mean of the ``neighbours`` nearest labels.
+    """
+    baselines = {"least squares": least_squares}
+    if noise_std > 0:
+        lam = noise_std ** 2 / weight_std ** 2
+        baselines[f"ridge (λ = {lam:g})"] = lambda xs, ys, xq: ridge(xs, ys, xq, lam)
+    for steps in gd_steps:
+        baselines[f"GD, {steps} step{'s' if steps > 1 else ''}"] = (
+            lambda xs, ys, xq, steps=steps: gradient_descent(xs, ys, xq, steps))
+    baselines[f"{neighbours}-nearest neighbours"] = lambda xs, ys, xq: nearest_neighbours(xs, ys, xq, neighbours)
+    return baselines
+
+
+def errors_by_context_size(predict, tasks, normalize: bool = True) -> torch.Tensor:
+    """Garg et al.'s curve: each task's squared error on example k+1 after seeing examples 1 … k, ``[T, K]``.
+
+    ``predict(xs [T, k, d], ys [T, k, 1], xq [T, 1, d]) → [T, 1, 1]`` (a
+    baseline above, or ``lambda *a: model.predict(*a)[1]`` for a model);
+    ``tasks``: ``support_x [T, K, d]``, ``support_y [T, K, 1]``. Column k is
+    the error with k examples, k = 0 … K−1. ``normalize``: divide by d, as
+    Garg et al. report it (then predicting 0 scores about E[y²]/d = τ² s², 1 by default).
+    """
+    xs, ys = tasks.support_x, tasks.support_y
+    with torch.no_grad():
+        errors = [(predict(xs[:, :k], ys[:, :k], xs[:, k:k + 1]) - ys[:, k:k + 1]).pow(2)[:, 0, 0]
+                  for k in range(xs.shape[1])]
+    return torch.stack(errors, dim=1) / (xs.shape[-1] if normalize else 1)
 
 
 # ── Training ─────────────────────────────────────────────────────────────────

@@ -5,8 +5,9 @@ import torch
 from metabook.episodic import episode_gradient
 from metabook.evaluation import evaluate
 from metabook.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
-                                 attention_mask, gradient_descent, gradient_step_attention, least_squares,
-                                 meta_train, nearest_neighbours, ridge)
+                                 attention_mask, best_step_size, errors_by_context_size, gradient_descent,
+                                 gradient_step_attention, least_squares, meta_train, nearest_neighbours,
+                                 regression_baselines, ridge)
 
 
 def small_transformer(x_dim=3, **kwargs):
@@ -250,3 +251,43 @@ def test_after_a_short_training_in_context_error_falls_with_context_size():
     error = ((prefix - test.support_y) ** 2).mean((0, 2)) / d  # [k]: squared error / d after k examples
     # With no example the best guess is 0 (error ≈ E[y²]/d = 1); with d or more it can be far lower.
     assert error[0] > 0.7 and error[6:].max() < 0.5 * error[0], error
+
+
+def test_the_best_step_size_minimizes_the_one_step_error():
+    tasks = LinearRegressionSampler(3, 6, 4, seed=3).sample(50).to(torch.float64)
+    eta = best_step_size(tasks)
+
+    def error(rate):
+        return (gradient_descent(tasks.support_x, tasks.support_y, tasks.query_x, 1, rate) - tasks.query_y).pow(2).mean()
+
+    assert error(eta) < error(0.98 * eta) and error(eta) < error(1.02 * eta)
+
+
+def test_errors_by_context_size_predicts_each_example_from_the_ones_before():
+    tasks = LinearRegressionSampler(3, 5, 1, seed=4).sample(7).to(torch.float64)
+    errors = errors_by_context_size(least_squares, tasks)
+    k = 2
+    expected = (least_squares(tasks.support_x[:, :k], tasks.support_y[:, :k], tasks.support_x[:, k:k + 1])
+                - tasks.support_y[:, k:k + 1]).pow(2)[:, 0, 0] / 3
+    torch.testing.assert_close(errors[:, k], expected)
+    assert errors.shape == (7, 5) and errors[:, 4].max() < 1e-12  # noiseless: exact once k ≥ d
+    assert set(regression_baselines(0.0)) == {"least squares", "GD, 1 step", "GD, 10 steps", "3-nearest neighbours"}
+    assert "ridge (λ = 0.25)" in regression_baselines(0.5)
+
+
+def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_script):
+    """scripts/full_scale_in_context.py --smoke: every run, 5 steps, a tiny transformer, on the CPU."""
+    import json
+
+    script = load_script("full_scale_in_context")
+    output = tmp_path / "in_context.json"
+    assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress", "--seeds", "2"]) == 0
+    results = json.loads(output.read_text())
+    assert set(results["runs"]) == {"noiseless", "noisy", "sinusoid", "lsa"} and results["smoke"] is True
+    for name, run in results["runs"].items():
+        assert run["test"]["metric"] == "mse" and len(run["test"]["per_seed"]) == 2, name
+        assert run["config"]["steps"] == 5 and run["provenance"]["torch"] == torch.__version__
+    noisy = results["runs"]["noisy"]
+    assert len(noisy["seeds"][0]["curve"]["mean"]) == 20 and "ridge (λ = 0.25)" in noisy["baselines"]
+    assert noisy["test"]["mean"] == pytest.approx(sum(s["curve"]["mean"][10] for s in noisy["seeds"]) / 2)
+    assert set(results["runs"]["sinusoid"]["tests"]) == {"5", "10", "20"}
