@@ -73,7 +73,7 @@ dimension T) directly, which :func:`meta_train` uses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,7 @@ __all__ = [
     "nearest_neighbours",
     "regression_baselines",
     "errors_by_context_size",
+    "ShuffledOrder",
     "meta_train",
 ]
 
@@ -487,6 +488,30 @@ def errors_by_context_size(predict, tasks, normalize: bool = True) -> torch.Tens
         errors = [(predict(xs[:, :k], ys[:, :k], xs[:, k:k + 1]) - ys[:, k:k + 1]).pow(2)[:, 0, 0]
                   for k in range(xs.shape[1])]
     return torch.stack(errors, dim=1) / (xs.shape[-1] if normalize else 1)
+
+
+class ShuffledOrder:
+    """A sampler whose tasks list their support examples in a random order, a new one for every task.
+
+    ``metabook.data.NWayKShotSampler`` lists an episode's support examples
+    class by class, label 0 first. A permutation-invariant learner does not
+    care; a causal sequence model does: the position of an example would
+    tell it the label, and it could learn that shortcut instead of reading
+    the labels. ``sample(T)`` draws from ``sampler`` and permutes each task's
+    support set (``support_x``, ``support_y`` along dimension 1) with the
+    wrapper's own generator; the query set is left as it is.
+    """
+
+    def __init__(self, sampler, seed: int = 0):
+        self.sampler = sampler
+        self.num_ways = getattr(sampler, "num_ways", None)
+        self.generator = torch.Generator().manual_seed(validation.count("seed", seed, minimum=0))
+
+    def sample(self, num_tasks: int):
+        tasks = self.sampler.sample(num_tasks)
+        order = torch.rand(tasks.support_y.shape[:2], generator=self.generator).argsort(dim=1)  # [T, S]
+        rows = torch.arange(order.shape[0])[:, None]
+        return replace(tasks, support_x=tasks.support_x[rows, order], support_y=tasks.support_y[rows, order])
 
 
 # ── Training ─────────────────────────────────────────────────────────────────

@@ -291,3 +291,18 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_scri
     assert len(noisy["seeds"][0]["curve"]["mean"]) == 20 and "ridge (λ = 0.25)" in noisy["baselines"]
     assert noisy["test"]["mean"] == pytest.approx(sum(s["curve"]["mean"][10] for s in noisy["seeds"]) / 2)
     assert set(results["runs"]["sinusoid"]["tests"]) == {"5", "10", "20"}
+
+
+def test_shuffled_order_permutes_each_support_set_and_keeps_its_pairs():
+    from metabook.in_context import ShuffledOrder
+
+    inner = LinearRegressionSampler(2, 6, 3, seed=5)
+    tasks = LinearRegressionSampler(2, 6, 3, seed=5).sample(4)
+    shuffled = ShuffledOrder(inner, seed=1).sample(4)
+    assert torch.equal(shuffled.query_x, tasks.query_x) and torch.equal(shuffled.weights, tasks.weights)
+    for t in range(4):
+        # Every (x, y) pair is still there, each once, and the order changed for some task.
+        before = sorted(map(tuple, torch.cat([tasks.support_x[t], tasks.support_y[t]], 1).tolist()))
+        after = sorted(map(tuple, torch.cat([shuffled.support_x[t], shuffled.support_y[t]], 1).tolist()))
+        assert before == after
+    assert not torch.equal(shuffled.support_x, tasks.support_x)
