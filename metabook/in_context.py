@@ -167,7 +167,10 @@ class InContextTransformer(nn.Module):
     and the outputs are logits ``[..., N]``, cross-entropy. ``embedding``: a
     network that maps one task's images ``[n, C, H, W]`` to features
     ``[n, x_dim]`` (e.g. :func:`metabook.protonets.omniglot_embedding`); the
-    support and query images of a task are embedded in one batch.
+    support and query images of a task are embedded in one batch. Train a
+    classifier on support sets in random order (:class:`ShuffledOrder`):
+    ``NWayKShotSampler`` lists them label by label, and the causal model
+    would learn to read a label off its position.
 
     ``prefix_loss``: also predict every context example from the ones before
     it, and average the loss over those predictions too (Garg et al.'s
@@ -219,7 +222,7 @@ class InContextTransformer(nn.Module):
         num_context, num_queries = support_x.shape[-1 - self._x_rank()], query_x.shape[-1 - self._x_rank()]
         features = self.features(torch.cat([support_x, query_x], dim=-1 - self._x_rank()))
         context_x, query_features = features[..., :num_context, :], features[..., num_context:, :]
-        labels = self.encode_labels(support_y)
+        labels = self.encode_labels(support_y).to(context_x.dtype)
         ones = torch.ones_like(context_x[..., :1])
         context = torch.cat([context_x, labels, ones], dim=-1)                          # e_i = [x_i, y_i, 1]
         unlabelled = [query_features]
