@@ -283,7 +283,7 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_scri
     output = tmp_path / "in_context.json"
     assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress", "--seeds", "2"]) == 0
     results = json.loads(output.read_text())
-    assert set(results["runs"]) == {"noiseless", "noisy", "sinusoid", "lsa"} and results["smoke"] is True
+    assert set(results["runs"]) == {"noiseless", "noisy", "sinusoid", "lsa"} and results["smoke"] is True  # the default runs
     for name, run in results["runs"].items():
         assert run["test"]["metric"] == "mse" and len(run["test"]["per_seed"]) == 2, name
         assert run["config"]["steps"] == 5 and run["provenance"]["torch"] == torch.__version__
@@ -306,3 +306,16 @@ def test_shuffled_order_permutes_each_support_set_and_keeps_its_pairs():
         after = sorted(map(tuple, torch.cat([shuffled.support_x[t], shuffled.support_y[t]], 1).tolist()))
         assert before == after
     assert not torch.equal(shuffled.support_x, tasks.support_x)
+
+
+def test_the_full_scale_script_runs_omniglot_in_smoke_mode(tmp_path, load_script, real_mirror, real_cache):
+    """The Omniglot run of scripts/full_scale_in_context.py, 5 steps of a tiny model, on real data."""
+    import json
+
+    script = load_script("full_scale_in_context")
+    output = tmp_path / "in_context.json"
+    assert script.main(["--smoke", "--runs", "omniglot", "--output", str(output), "--device", "cpu", "--no-progress",
+                        "--mirror", str(real_mirror), "--cache", str(real_cache)]) == 0
+    run = json.loads(output.read_text())["runs"]["omniglot"]
+    assert run["test"]["metric"] == "accuracy" and run["seeds"][0]["test"]["num_tasks"] == 4
+    assert 0 <= run["test"]["mean"] <= 1 and run["config"]["filters"] == 8
