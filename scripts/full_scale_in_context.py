@@ -112,6 +112,11 @@ def curve(errors: torch.Tensor) -> dict:
     return {"mean": errors.mean(0).tolist(), "ci95": (1.96 * errors.std(0) / errors.shape[0] ** 0.5).tolist()}
 
 
+def query_predictions(model: InContextTransformer):
+    """``predict(xs, ys, xq)`` for :func:`metabook.in_context.errors_by_context_size`: the model's query predictions."""
+    return lambda xs, ys, xq: model.predict(xs, ys, xq)[1]
+
+
 def wall_times(began: float, trained: float) -> dict:
     """The run's training time (``trained`` s) and the rest since ``began`` (``time.perf_counter()``): scoring."""
     return {"training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained}
@@ -131,8 +136,7 @@ def linear_run(name: str, args, device) -> dict:
         losses = meta_train(model, LinearRegressionSampler(DIM, CONTEXT, 1, noise_std=noise, seed=seed),
                             values["steps"], values["meta_batch"], values["lr"], values["clip"])
         trained += time.perf_counter() - start
-        model = model.cpu()
-        predict = lambda *a: model.predict(*a)[1]  # noqa: E731
+        predict = query_predictions(model.cpu())
         seeds.append({"seed": seed, "curve": curve(errors_by_context_size(predict, test)),
                       "ood_curve": curve(errors_by_context_size(predict, shifted)),
                       "final_training_loss": sum(losses[-100:]) / len(losses[-100:])})
