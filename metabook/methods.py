@@ -77,7 +77,7 @@ DEFAULT_ALGORITHM = "maml"  # TrainConfig's default, and the command line's
 FEW_SHOT_DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")  # what the command line trains on
 # The package's own methods: each of these modules registers its methods when imported, in this order.
 PACKAGE_METHOD_MODULES = ("metabook.maml", "metabook.reptile", "metabook.protonets", "metabook.r2d2",
-                          "metabook.neural_processes", "metabook.mldg")
+                          "metabook.neural_processes", "metabook.mldg", "metabook.in_context")
 
 
 class Step(NamedTuple):

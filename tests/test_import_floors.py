@@ -18,7 +18,7 @@ FLOORS = [
     {"metabook.inner_loop", "metabook.stacked"},
     {"metabook.methods", "metabook.episodic", "metabook.maml", "metabook.reptile", "metabook.protonets",
      "metabook.r2d2", "metabook.neural_processes", "metabook.mldg", "metabook.protomaml",
-     "metabook.joint_training"},
+     "metabook.joint_training", "metabook.in_context"},
     {"metabook.training", "metabook.evaluation", "metabook.pretrained", "metabook.setups", "metabook.report"},
     {"metabook.cli", "metabook.cli_options", "metabook.train_cli", "metabook.data_cli", "metabook.report_cli",
      "metabook.run_length", "metabook.__main__"},

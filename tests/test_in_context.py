@@ -319,3 +319,16 @@ def test_the_full_scale_script_runs_omniglot_in_smoke_mode(tmp_path, load_script
     run = json.loads(output.read_text())["runs"]["omniglot"]
     assert run["test"]["metric"] == "accuracy" and run["seeds"][0]["test"]["num_tasks"] == 4
     assert 0 <= run["test"]["mean"] <= 1 and run["config"]["filters"] == 8
+
+
+def test_the_transformer_trains_and_evaluates_through_the_command_line(tmp_path, capsys):
+    from metabook.cli import main
+
+    checkpoint = tmp_path / "icl.pt"
+    assert main(["train", "--algorithm", "transformer", "--data", "sinusoid", "--steps", "3", "--meta-batch", "2",
+                 "--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--no-progress"]) == 0
+    assert "transformer on sinusoid test: MSE" in capsys.readouterr().out
+    assert main(["train", "--algorithm", "transformer", "--data", "omniglot", "--steps", "1",
+                 "--checkpoint", str(tmp_path / "x.pt")]) == 1
+    assert "ShuffledOrder" in capsys.readouterr().err

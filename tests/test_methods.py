@@ -15,7 +15,8 @@ from metabook.checkpoint import load_checkpoint, save_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 # The modules that must work for any method: they ask the registry, they never name one.
 METHOD_FREE = ["metabook/training.py", "metabook/evaluation.py", "metabook/train_cli.py"]
-BOOK_METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "r2d2", "lrd2", "cnp", "np", "erm", "mldg")
+BOOK_METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "r2d2", "lrd2", "cnp", "np", "erm", "mldg",
+                "transformer")
 
 
 def code_strings(path: Path) -> list[str]:
@@ -36,7 +37,7 @@ def test_the_book_registers_every_method_in_order_each_from_its_own_module():
     for name in BOOK_METHODS:
         origin = methods.origin(name)
         assert origin.startswith("metabook.") and origin not in ("metabook.methods", "metabook.training"), origin
-    assert methods.names(episodic=True) == ("protonet", "r2d2", "lrd2", "cnp", "np")
+    assert methods.names(episodic=True) == ("protonet", "r2d2", "lrd2", "cnp", "np", "transformer")
     assert methods.names(domains=True) == ("erm", "mldg")
     with pytest.raises(ValueError, match="unknown algorithm 'mamll'; choose one of: maml, fomaml, anil"):
         methods.get("mamll")
