@@ -61,14 +61,21 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, discount: float, lam: float
     return advantages * mask
 
 
-def surrogate_loss(log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def surrogate_loss(log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None,
+                   per_step: bool = False) -> torch.Tensor:
     """``−(1/B) Σ_b Σ_t log π(a_t|s_t) · A_t``: its gradient is minus the policy-gradient estimate.
 
-    The advantages are constants (detached): only the log-probabilities carry θ.
+    ``per_step``: divide by the number of (unmasked) steps instead of the number
+    of trajectories, as rllab's surrogate (a mean over all samples) does; the
+    direction is the same, the scale ``1/T`` of the other, which matters where a
+    step size was tuned for it (MAML's α = 0.5). The advantages are constants
+    (detached): only the log-probabilities carry θ.
     """
     weighted = log_probs * advantages.detach()
     if mask is not None:
         weighted = weighted * mask
+    if per_step:
+        return -weighted.sum() / (mask.sum() if mask is not None else weighted.numel())
     return -weighted.sum() / log_probs.shape[0]
 
 
