@@ -73,8 +73,8 @@ class RL2Config:
     (Monte-Carlo returns minus the value head) score the undiscounted total reward
     that regret measures, and trained faster than γ = 0.99, λ = 0.3 in short runs
     (k = 5, n = 10, 300 iterations of 1024 tasks, one seed: regret 2.23 against
-    2.58); Duan et al.'s own GAE settings are not given in the paper's bandit
-    section. ``entropy``: the bonus's weight, decayed linearly to 0.
+    2.58); Duan et al.'s own TRPO and GAE settings are in their paper's appendix
+    (not re-checked here). ``entropy``: the bonus's weight, decayed linearly to 0.
     """
     arms: int = 5
     horizon: int = 10
