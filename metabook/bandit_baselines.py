@@ -50,15 +50,19 @@ def _argmax_random_ties(scores: torch.Tensor, generator: torch.Generator) -> tor
 
 
 def random_policy(successes, failures, t, generator):
+    """An arm ``[B]`` uniformly at random."""
     return torch.randint(0, successes.shape[1], (successes.shape[0],), generator=generator)
 
 
 def greedy(successes, failures, t, generator):
+    """The arm ``[B]`` of highest posterior mean (s + 1) / (s + f + 2), ties at random."""
     posterior_mean = (successes + 1) / (successes + failures + 2)
     return _argmax_random_ties(posterior_mean.double(), generator)
 
 
 def ucb1(successes, failures, t, generator):
+    """UCB1 (Auer et al. 2002, Fig. 1): an untried arm first, else the arm ``[B]`` maximizing
+    ``s / pulls + sqrt(2 ln t / pulls)``."""
     pulls = (successes + failures).double()
     bonus = torch.sqrt(2 * math.log(max(t, 1)) / pulls.clamp(min=1))
     scores = torch.where(pulls == 0, torch.full_like(pulls, math.inf), successes / pulls.clamp(min=1) + bonus)
@@ -66,6 +70,7 @@ def ucb1(successes, failures, t, generator):
 
 
 def thompson(successes, failures, t, generator):
+    """Thompson sampling: the arm ``[B]`` of the largest draw from each arm's Beta(1 + s, 1 + f) posterior."""
     # Beta(α, β) = X / (X + Y), X ~ Gamma(α), Y ~ Gamma(β); torch's samplers take no generator, so draw
     # the Gammas from a seeded stream of their own to stay reproducible.
     seed = int(torch.randint(0, 2**62, (), generator=generator))
