@@ -1,4 +1,8 @@
-"""RL²: a short training on 5-armed bandits of 10 pulls learns to beat random play; rollouts are reproducible."""
+"""RL²: a short training on 5-armed bandits of 10 pulls learns to beat random play; rollouts are reproducible.
+
+Beating greedy play is not asserted: at n = 10 the posterior-mean greedy arm is as good as the Gittins index
+(the chapter's table), and seconds of training do not reach it.
+"""
 import pytest
 import torch
 
@@ -13,10 +17,8 @@ def test_rl2_learns_to_explore_and_exploit_better_than_random_play():
     env = BernoulliBandits(4000, 5, 10)
     rl2 = play_rl2(result.policy, env, seed=99).regret.mean().item()
     random_regret = play(BASELINES["random"](10), env, seed=99).regret.mean().item()
-    greedy_regret = play(BASELINES["greedy"](10), env, seed=99).regret.mean().item()
     # the standard error of a 4000-task mean regret is about 0.03: these margins are many of them
     assert rl2 < random_regret - 0.4, (rl2, random_regret)
-    assert greedy_regret < rl2  # the posterior-mean greedy arm is near-optimal at n = 10; 120 iterations are not
     assert result.mean_reward[-10:] > result.mean_reward[:10]
 
 
