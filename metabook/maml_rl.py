@@ -69,6 +69,10 @@ class MAMLRLConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"MAMLRLConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("inner_lr", "outer_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"MAMLRLConfig.{name} must be a finite number > 0, got {value}")
         if self.paths < 2:
             raise ValueError("MAMLRLConfig.paths must be at least 2: the advantages are centred per task")
 
@@ -232,7 +236,7 @@ def train_maml_rl(config: MAMLRLConfig) -> MAMLRLResult:
             loss = vmap(lambda o, a, adv, m: _task_surrogate(params, o, a, adv, m)[0])(
                 before.observations, before.actions, before_advantages, before.mask).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"MAML-RL training diverged at iteration {iteration} (loss {loss.item()}): "
+            raise RuntimeError(f"MAML-RL training diverged at iteration {iteration} (loss {loss.item()}): "
                                      f"lower outer_lr (now {config.outer_lr}) or inner_lr (now {config.inner_lr})")
         optimizer.zero_grad()
         loss.backward()

@@ -94,6 +94,8 @@ class RL2Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"RL2Config.{name} must be a positive integer, got {value!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"RL2Config.learning_rate must be a finite number > 0, got {self.learning_rate}")
         if not 0 < self.discount <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"discount must lie in (0, 1] and gae_lambda in [0, 1], got "
                              f"{self.discount}, {self.gae_lambda}")
@@ -156,7 +158,7 @@ def train_rl2(config: RL2Config) -> RL2Result:
                 + config.value_weight * F.mse_loss(values, returns)
                 - entropy_weight * entropies.mean())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"RL² training diverged at iteration {iteration} (loss {loss.item()}): "
+            raise RuntimeError(f"RL² training diverged at iteration {iteration} (loss {loss.item()}): "
                                      f"lower learning_rate (now {config.learning_rate})")
         optimizer.zero_grad()
         loss.backward()

@@ -67,3 +67,13 @@ def test_a_short_meta_training_adapts_in_one_step():
     assert result.return_after[-1] > result.return_before[0]
     with pytest.raises(ValueError, match="paths"):
         MAMLRLConfig(paths=1)
+
+
+def test_training_is_reproducible_and_divergence_stops_it():
+    tiny = dict(iterations=2, meta_batch=2, paths=2, hidden=4, horizon=5)
+    first, second = train_maml_rl(MAMLRLConfig(**tiny)), train_maml_rl(MAMLRLConfig(**tiny))
+    assert all(torch.equal(first.params[name], second.params[name]) for name in first.params)
+    with pytest.raises(RuntimeError, match="diverged at iteration 1.*lower outer_lr"):
+        train_maml_rl(MAMLRLConfig(**{**tiny, "iterations": 5}, outer_lr=1e30))
+    with pytest.raises(ValueError, match="inner_lr must be a finite number"):
+        MAMLRLConfig(inner_lr=-1.0)

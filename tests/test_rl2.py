@@ -35,3 +35,10 @@ def test_rollouts_repeat_with_a_seed_and_the_hidden_state_carries_the_task():
     assert not torch.allclose(policy.step(inputs(1.0), hidden)[0], policy.step(inputs(0.0), hidden)[0])
     with pytest.raises(ValueError, match="horizon"):
         RL2Config(horizon=0)
+
+
+def test_rl2_training_that_diverges_stops_and_says_so():
+    with pytest.raises(RuntimeError, match="diverged at iteration 1.*lower learning_rate"):
+        train_rl2(RL2Config(iterations=5, tasks_per_batch=8, hidden_size=8, learning_rate=1e30))
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        RL2Config(learning_rate=float("nan"))
