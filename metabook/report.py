@@ -90,7 +90,7 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
 def _score(row: ResultRow) -> str:
     if row.metric == "accuracy":
         return f"{100 * row.score:.2f} ± {100 * row.ci95:.2f}%"
-    return f"{row.score:.3f} ± {row.ci95:.3f} (MSE)"
+    return f"{row.score:.3f} ± {row.ci95:.3f} ({'MSE' if row.metric == 'mse' else row.metric})"
 
 
 def markdown_table(rows: list[ResultRow], unavailable: dict[str, str] = UNAVAILABLE) -> str:

@@ -31,7 +31,8 @@ Every results file has one schema, which the chapters' results cells and
 
 ``test`` is the run's headline score, in the form of
 :meth:`metabook.evaluation.Evaluation.as_dict` (``metric`` is ``"accuracy"``,
-a fraction, or ``"mse"``; ``mean`` and the half-width ``ci95`` of its 95%
+a fraction, or ``"mse"``; the meta-RL runs score ``"regret"`` or ``"return"``
+with a t-interval over training seeds; ``mean`` and the half-width ``ci95`` of its 95%
 confidence interval are in the metric's units). A run scored in several ways
 (batch-norm modes, test settings, context sizes) keeps them all under
 ``tests`` and says which one is the headline in ``test_setting``.
@@ -58,7 +59,7 @@ from metabook.runtime import pick_device
 from metabook.training import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ("accuracy", "mse")
+METRICS = ("accuracy", "mse", "regret", "return")  # regret, return: the meta-RL runs
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "metabook"
 FLOORS = [
     {"metabook.files", "metabook.errors", "metabook.runtime", "metabook.checkpoint", "metabook.models",
-     "metabook.widgets", "metabook.data", "metabook.validation", "metabook.distribution"},
-    {"metabook.inner_loop", "metabook.stacked"},
+     "metabook.widgets", "metabook.data", "metabook.validation", "metabook.distribution", "metabook.rl_envs"},
+    {"metabook.inner_loop", "metabook.stacked", "metabook.policy_gradient"},
     {"metabook.methods", "metabook.episodic", "metabook.maml", "metabook.reptile", "metabook.protonets",
      "metabook.r2d2", "metabook.neural_processes", "metabook.mldg", "metabook.protomaml",
-     "metabook.joint_training", "metabook.in_context"},
+     "metabook.joint_training", "metabook.in_context", "metabook.bandit_baselines", "metabook.rl2",
+     "metabook.maml_rl"},
     {"metabook.training", "metabook.evaluation", "metabook.pretrained", "metabook.setups", "metabook.report"},
     {"metabook.cli", "metabook.cli_options", "metabook.train_cli", "metabook.data_cli", "metabook.report_cli",
      "metabook.run_length", "metabook.__main__"},
