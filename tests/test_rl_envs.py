@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from metabook.bandit_baselines import BASELINES, gittins_indices, play, thompson, ucb1
+from metabook.bandit_baselines import BASELINES, gittins_indices, play
 from metabook.rl_envs import BernoulliBandits, PointNavigation
 
 
