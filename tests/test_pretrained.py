@@ -94,5 +94,5 @@ def test_every_shipped_model_rescores_to_its_recorded_accuracy(name, real_mirror
         again = pretrained.evaluate(name, cache=real_cache, mirror=real_mirror)
     finally:
         torch.set_num_threads(threads)
-    assert again.num_tasks == recorded["num_tasks"] == 600 and again.query_bn == recorded["query_bn"]
+    assert again.num_tasks == recorded["num_tasks"] >= 600 and again.query_bn == recorded["query_bn"]
     assert again.mean == pytest.approx(recorded["mean"], abs=1e-6)
