@@ -6,7 +6,7 @@
 
 Every learner uses MAML's Omniglot body (``ConvNet``, 64 filters, strided
 convolutions, 28x28 images): R2-D2 and LR-D2 put a head fitted in closed form
-on it (:mod:`metabook.r2d2`), MAML a linear head adapted by gradient steps.
+on it (:mod:`metabook_learn.r2d2`), MAML a linear head adapted by gradient steps.
 For each setting (5-way 1-shot, 5-way 5-shot, 20-way 5-shot; 15 queries per
 class) it
 
@@ -45,12 +45,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: run as a script or loaded by path
 from timing import FLOOR, command_line, floor_gradient, header, median_ms, random_tasks, report, settle  # noqa: E402
 
-from metabook import maml  # noqa: E402
-from metabook.checkpoint import provenance, write_json  # noqa: E402
-from metabook.episodic import episode_gradient  # noqa: E402
-from metabook.inner_loop import InnerLoop, parameters_of, pick_strategy  # noqa: E402
-from metabook.models import ConvNet  # noqa: E402
-from metabook.r2d2 import LRD2, R2D2, ridge_dual, ridge_primal, uses_dual  # noqa: E402
+from metabook_learn import maml  # noqa: E402
+from metabook_learn.checkpoint import provenance, write_json  # noqa: E402
+from metabook_learn.episodic import episode_gradient  # noqa: E402
+from metabook_learn.inner_loop import InnerLoop, parameters_of, pick_strategy  # noqa: E402
+from metabook_learn.models import ConvNet  # noqa: E402
+from metabook_learn.r2d2 import LRD2, R2D2, ridge_dual, ridge_primal, uses_dual  # noqa: E402
 
 FILTERS = 64  # MAML's Omniglot width: 64 features, 65 with R2-D2's bias column
 

@@ -4,13 +4,13 @@
     .venv/bin/python benchmarks/cpu_fast_path.py --quick --device cpu     # a smoke run
 
 For one training step of each family, with the CLI's presets on Omniglot
-(``metabook.train_cli.paper_defaults``) and random pixels shaped like its
-tasks, it times :func:`metabook.training.meta_step` (the whole step: the
+(``metabook_learn.train_cli.paper_defaults``) and random pixels shaped like its
+tasks, it times :func:`metabook_learn.training.meta_step` (the whole step: the
 meta-gradient and the optimizer's update) in four forms:
 
 * ``nchw``: float32, the default memory layout;
 * ``cl``: float32, the network stored channels-last
-  (:func:`metabook.models.use_channels_last`);
+  (:func:`metabook_learn.models.use_channels_last`);
 * ``nchw+bf16``, ``cl+bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``
   (``TrainConfig(bf16=True)``).
 
@@ -43,11 +43,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: run as a script or loaded by path
 from timing import command_line, header, median_ms, random_tasks, report, settle  # noqa: E402
 
-from metabook.inner_loop import parameters_of  # noqa: E402
-from metabook.models import use_channels_last  # noqa: E402
-from metabook.setups import build_model  # noqa: E402
-from metabook.train_cli import paper_defaults  # noqa: E402
-from metabook.training import TrainConfig, make_optimizer, meta_step  # noqa: E402
+from metabook_learn.inner_loop import parameters_of  # noqa: E402
+from metabook_learn.models import use_channels_last  # noqa: E402
+from metabook_learn.setups import build_model  # noqa: E402
+from metabook_learn.train_cli import paper_defaults  # noqa: E402
+from metabook_learn.training import TrainConfig, make_optimizer, meta_step  # noqa: E402
 
 FORMS = {"nchw": (False, False), "cl": (True, False), "nchw+bf16": (False, True), "cl+bf16": (True, True)}
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from metabook.data.omniglot import load_omniglot, load_omniglot_characters
-from metabook.data.omniglot_runs import load_omniglot_runs, modified_hausdorff_classifier, score_one_shot
-from metabook.data.samplers import NWayKShotSampler
+from metabook_learn.data.omniglot import load_omniglot, load_omniglot_characters
+from metabook_learn.data.omniglot_runs import load_omniglot_runs, modified_hausdorff_classifier, score_one_shot
+from metabook_learn.data.samplers import NWayKShotSampler
 
 DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

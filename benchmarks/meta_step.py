@@ -17,13 +17,13 @@ For each configuration (MAML's Omniglot and mini-ImageNet networks, 5-way
 
 Implementations: metabook's ``meta_gradient`` with each strategy (``loop``,
 ``vmap``, and ``stacked``: the tasks side by side as grouped convolutions,
-:mod:`metabook.stacked`; the default for the device is marked); the per-task loop with plain autograd and
+:mod:`metabook_learn.stacked`; the default for the device is marked); the per-task loop with plain autograd and
 ``create_graph`` (the strategy of learn2learn and higher); ``higher`` itself
 when installed (``pip install higher==0.2.1``; never a dependency); the floor.
 
 Absolute times mean something only on a GPU. First of all it checks in
 float64 that the implementations agree, and whether the vmap trap documented
-in metabook.maml (the outer gradient taken outside vmap) reproduces with this
+in metabook_learn.maml (the outer gradient taken outside vmap) reproduces with this
 torch.
 """
 from __future__ import annotations
@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: run as 
 from timing import (FLOOR, command_line, floor_gradient, header, median_ms, random_tasks,  # noqa: E402
                     report, settle, synchronize)
 
-from metabook import maml  # noqa: E402
-from metabook.inner_loop import InnerLoop, parameters_of, pick_strategy  # noqa: E402
-from metabook.models import miniimagenet_convnet, omniglot_convnet  # noqa: E402
+from metabook_learn import maml  # noqa: E402
+from metabook_learn.inner_loop import InnerLoop, parameters_of, pick_strategy  # noqa: E402
+from metabook_learn.models import miniimagenet_convnet, omniglot_convnet  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def float64_check(device) -> str:
     """In float64, every implementation's meta-gradient against the per-task autograd loop.
 
     Also the textbook torch.func form with the outer gradient outside vmap,
-    which batch norm makes wrong (the trap documented in metabook.maml).
+    which batch norm makes wrong (the trap documented in metabook_learn.maml).
     Float32 differences in the tables below are rounding, amplified where a
     ReLU or batch norm over 5 support images is near a kink; here, without
     that noise, the correct implementations agree to ~1e-16.

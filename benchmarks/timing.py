@@ -11,7 +11,7 @@
 * **The command line** (:func:`command_line`, :func:`settle`): ``--device``,
   ``--repeats``, ``--warmup``, ``--quick``, ``--threads``, ``--output``.
 * **The report** (:func:`header`, :func:`report`): what ran where
-  (:func:`metabook.checkpoint.provenance`), the load average, and a copy of
+  (:func:`metabook_learn.checkpoint.provenance`), the load average, and a copy of
   everything printed in ``--output``, written atomically at the end.
 
 The benchmarks import it as ``from timing import ...`` after putting their
@@ -34,8 +34,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from metabook.checkpoint import device_name, provenance
-from metabook.files import atomic_output
+from metabook_learn.checkpoint import device_name, provenance
+from metabook_learn.files import atomic_output
 
 FLOOR = "floor: plain fwd+bwd"
 

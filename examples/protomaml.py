@@ -26,11 +26,11 @@ fo-Proto-MAML.
 
 This file is a complete metabook method outside the package: the network,
 one task's meta-gradient, the batch's, evaluation, and the
-:class:`metabook.methods.Method` that registers it. Train it with
+:class:`metabook_learn.methods.Method` that registers it. Train it with
 
-    python -m metabook train --method examples/protomaml.py:PROTOMAML --data omniglot --steps 1000
+    python -m metabook_learn train --method examples/protomaml.py:PROTOMAML --data omniglot --steps 1000
 
-or, in Python, ``metabook.methods.load("examples/protomaml.py:PROTOMAML")`` and
+or, in Python, ``metabook_learn.methods.load("examples/protomaml.py:PROTOMAML")`` and
 ``TrainConfig(algorithm="protomaml")``.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metabook.inner_loop import (
+from metabook_learn.inner_loop import (
     DIFFERENTIATE,
     InnerLoop,
     Params,
@@ -52,11 +52,11 @@ from metabook.inner_loop import (
     resolve_strategy,
     task_tensors,
 )
-from metabook.maml import PRESETS as MAML_PRESETS
-from metabook.maml import adjust_preset as maml_adjust_preset
-from metabook.methods import Method, Preset, Step, inner_loop, register
-from metabook.models import IMAGE_DATA_SETS, embedding_network
-from metabook.protonets import prototypes
+from metabook_learn.maml import PRESETS as MAML_PRESETS
+from metabook_learn.maml import adjust_preset as maml_adjust_preset
+from metabook_learn.methods import Method, Preset, Step, inner_loop, register
+from metabook_learn.models import IMAGE_DATA_SETS, embedding_network
+from metabook_learn.protonets import prototypes
 
 
 class ProtoMAMLNetwork(nn.Module):

@@ -19,18 +19,18 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-import metabook
-from metabook.data import SinusoidSampler, sample_sinusoid_tasks
-from metabook.evaluation import evaluate
-from metabook.inner_loop import InnerLoop, adapt, parameters_of
-from metabook.models import sinusoid_mlp
-from metabook.training import TrainConfig, train
+import metabook_learn
+from metabook_learn.data import SinusoidSampler, sample_sinusoid_tasks
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import InnerLoop, adapt, parameters_of
+from metabook_learn.models import sinusoid_mlp
+from metabook_learn.training import TrainConfig, train
 
 FINE_TUNING = InnerLoop(steps=10, lr=0.01, loss=F.mse_loss, first_order=True)  # at test time, for both networks
 
 
 def main(steps: int = 2000, test_tasks: int = 200, output: str = "quickstart.png") -> None:
-    metabook.seed_everything(0)
+    metabook_learn.seed_everything(0)
     model = sinusoid_mlp()                   # 1 -> 40 -> 40 -> 1, ReLU: MAML's sine-wave network
     untrained = copy.deepcopy(model)         # the same random starting weights, never meta-trained
 

@@ -3,7 +3,7 @@
     python scripts/execute_notebooks.py              # every notebook in _toc.yml
     python scripts/execute_notebooks.py book/X.ipynb  # only these
 
-Run this after changing `metabook`, then commit the notebooks: `pytest --nbval`
+Run this after changing `metabook_learn`, then commit the notebooks: `pytest --nbval`
 compares a fresh run against exactly these stored outputs.
 """
 from __future__ import annotations

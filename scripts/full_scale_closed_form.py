@@ -4,8 +4,8 @@
     .venv/bin/python scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot
     .venv/bin/python scripts/full_scale_closed_form.py --smoke                # a few steps, any device, temp output
 
-Each run meta-trains with :func:`metabook.training.train` and tests with
-:func:`metabook.evaluation.evaluate` on 600 tasks of held-out classes
+Each run meta-trains with :func:`metabook_learn.training.train` and tests with
+:func:`metabook_learn.evaluation.evaluate` on 600 tasks of held-out classes
 (transductive and inductive batch norm), exactly as the chapter does:
 
 ========================  =========  ===============================================================
@@ -47,13 +47,13 @@ from pathlib import Path
 
 import torch
 
-from metabook.data import NWayKShotSampler, load_cifar_fs, load_omniglot
-from metabook.data.storage import DataError
-from metabook.evaluation import evaluate
-from metabook.models import ConvNet
-from metabook.r2d2 import LRD2, R2D2
-from metabook.runtime import seed_everything
-from metabook.training import TrainConfig
+from metabook_learn.data import NWayKShotSampler, load_cifar_fs, load_omniglot
+from metabook_learn.data.storage import DataError
+from metabook_learn.evaluation import evaluate
+from metabook_learn.models import ConvNet
+from metabook_learn.r2d2 import LRD2, R2D2
+from metabook_learn.runtime import seed_everything
+from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (ROOT, Script, command_line, open_results, print_table, run_record, save,  # noqa: E402

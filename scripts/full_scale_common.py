@@ -10,10 +10,10 @@ module does the rest the same way for all of them:
   :func:`settle`);
 * the results file: :func:`open_results` keeps the runs already in it (an
   earlier call may have made other runs) and :func:`save` rewrites it
-  atomically with :func:`metabook.checkpoint.write_json` after every run, so
+  atomically with :func:`metabook_learn.checkpoint.write_json` after every run, so
   that an interruption keeps the finished runs;
 * what every run records (:func:`train_run`, :func:`run_record`: wall times,
-  checkpoint, configuration and :func:`metabook.checkpoint.provenance`) and
+  checkpoint, configuration and :func:`metabook_learn.checkpoint.provenance`) and
   the table printed at the end (:func:`print_table`).
 
 Every results file has one schema, which the chapters' results cells and
@@ -30,7 +30,7 @@ Every results file has one schema, which the chapters' results cells and
          ...}}}                          # the experiment's own details
 
 ``test`` is the run's headline score, in the form of
-:meth:`metabook.evaluation.Evaluation.as_dict` (``metric`` is ``"accuracy"``,
+:meth:`metabook_learn.evaluation.Evaluation.as_dict` (``metric`` is ``"accuracy"``,
 a fraction, or ``"mse"``; the meta-RL runs score ``"regret"`` or ``"return"``
 with a t-interval over training seeds; ``mean`` and the half-width ``ci95`` of its 95%
 confidence interval are in the metric's units). A run scored in several ways
@@ -54,9 +54,9 @@ from pathlib import Path
 
 import torch
 
-from metabook.checkpoint import device_name, provenance, write_json
-from metabook.runtime import pick_device
-from metabook.training import TrainConfig, TrainResult, train
+from metabook_learn.checkpoint import device_name, provenance, write_json
+from metabook_learn.runtime import pick_device
+from metabook_learn.training import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("accuracy", "mse", "regret", "return")  # regret, return: the meta-RL runs
@@ -195,14 +195,14 @@ def save(results: dict, output: Path) -> None:
 
 def train_run(label: str, config: TrainConfig, model: torch.nn.Module, sampler, val_sampler, checkpoint: Path,
               args: argparse.Namespace, unit: str = "meta-steps") -> TrainResult:
-    """:func:`metabook.training.train`, resuming from ``checkpoint`` (a finished run only loads its weights)."""
+    """:func:`metabook_learn.training.train`, resuming from ``checkpoint`` (a finished run only loads its weights)."""
     print(f"\n{label}: {config.steps} {unit} on {device_name(config.device)}", flush=True)
     return train(config, model, sampler, val_sampler, checkpoint, resume=True, progress=not args.no_progress)
 
 
 def test_record(evaluation, split: str, seed: int, ways: int, shots: int, queries: int) -> dict:
-    """A run's ``test`` entry: the score (:meth:`metabook.evaluation.Evaluation.as_dict`), the exact protocol that
-    re-draws its test tasks (``metabook.pretrained.evaluate`` reads it), and the per-task scores, for paired
+    """A run's ``test`` entry: the score (:meth:`metabook_learn.evaluation.Evaluation.as_dict`), the exact protocol that
+    re-draws its test tasks (``metabook_learn.pretrained.evaluate`` reads it), and the per-task scores, for paired
     comparisons of methods on the same tasks."""
     return {**evaluation.as_dict(),
             "protocol": {"split": split, "seed": seed, "num_tasks": evaluation.num_tasks, "ways": ways,

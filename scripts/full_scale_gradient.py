@@ -4,10 +4,10 @@
     .venv/bin/python scripts/full_scale_gradient.py --runs maml-5way-1shot   # one run (merged into that file)
     .venv/bin/python scripts/full_scale_gradient.py --smoke                  # a few steps, any device, temp output
 
-Each run meta-trains with :func:`metabook.training.train` and tests with
-:func:`metabook.evaluation.evaluate` on 600 tasks of held-out characters,
-exactly as the chapters and ``python -m metabook train|evaluate`` do, with the
-papers' hyperparameters (``metabook.train_cli.paper_defaults``) and fewer
+Each run meta-trains with :func:`metabook_learn.training.train` and tests with
+:func:`metabook_learn.evaluation.evaluate` on 600 tasks of held-out characters,
+exactly as the chapters and ``python -m metabook_learn train|evaluate`` do, with the
+papers' hyperparameters (``metabook_learn.train_cli.paper_defaults``) and fewer
 meta-steps than the papers (they trained for 60,000 to 100,000), so that each
 run fits a few hours on two CPU cores (it resumes exactly from its checkpoint,
 written every 500 steps, when it is cut):
@@ -53,12 +53,12 @@ from pathlib import Path
 
 import torch
 
-from metabook.data import NWayKShotSampler, load_omniglot
-from metabook.evaluation import batch_norm_mode, evaluate
-from metabook.models import omniglot_convnet
-from metabook.runtime import seed_everything
-from metabook.train_cli import paper_defaults
-from metabook.training import TrainConfig
+from metabook_learn.data import NWayKShotSampler, load_omniglot
+from metabook_learn.evaluation import batch_norm_mode, evaluate
+from metabook_learn.models import omniglot_convnet
+from metabook_learn.runtime import seed_everything
+from metabook_learn.train_cli import paper_defaults
+from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, paper_number, print_table,  # noqa: E402

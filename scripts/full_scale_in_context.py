@@ -4,7 +4,7 @@
     .venv/bin/python scripts/full_scale_in_context.py --runs noisy lsa      # some runs (merged into that file)
     .venv/bin/python scripts/full_scale_in_context.py --smoke               # a few steps, any device, temp output
 
-Each run trains with :func:`metabook.in_context.meta_train` (Adam, gradient
+Each run trains with :func:`metabook_learn.in_context.meta_train` (Adam, gradient
 norm clipped at 1) for ``--seeds`` seeds (default 3) and scores every seed on
 the *same* test tasks:
 
@@ -50,15 +50,15 @@ from pathlib import Path
 
 import torch
 
-from metabook.checkpoint import provenance
-from metabook.data import NWayKShotSampler, load_omniglot
-from metabook.data.sinusoid import SinusoidSampler
-from metabook.evaluation import evaluate, over_seeds
-from metabook.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
+from metabook_learn.checkpoint import provenance
+from metabook_learn.data import NWayKShotSampler, load_omniglot
+from metabook_learn.data.sinusoid import SinusoidSampler
+from metabook_learn.evaluation import evaluate, over_seeds
+from metabook_learn.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
                                  ShuffledOrder, best_step_size, errors_by_context_size, gradient_descent,
                                  meta_train, regression_baselines)
-from metabook.protonets import omniglot_embedding
-from metabook.runtime import seed_everything
+from metabook_learn.protonets import omniglot_embedding
+from metabook_learn.runtime import seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import Script, command_line, open_results, print_table, save, score, settle  # noqa: E402
@@ -113,7 +113,7 @@ def curve(errors: torch.Tensor) -> dict:
 
 
 def query_predictions(model: InContextTransformer):
-    """``predict(xs, ys, xq)`` for :func:`metabook.in_context.errors_by_context_size`: the model's query predictions."""
+    """``predict(xs, ys, xq)`` for :func:`metabook_learn.in_context.errors_by_context_size`: the model's query predictions."""
     return lambda xs, ys, xq: model.predict(xs, ys, xq)[1]
 
 

@@ -7,11 +7,11 @@
 =========  ===================================================================
 run        what it trains and scores (three training seeds each, 0, 1, 2)
 =========  ===================================================================
-rl2-n10    RL² (metabook.rl2) on 5-armed Bernoulli bandits of n = 10 pulls:
+rl2-n10    RL² (metabook_learn.rl2) on 5-armed Bernoulli bandits of n = 10 pulls:
            GRU of 128 units, 3000 updates of 1024 random bandits, Adam 3e-3.
 rl2-n100   the same for n = 100: 1500 updates of 256 bandits.
 rl2-n500   the same for n = 500: 500 updates of 128 bandits.
-maml-nav   MAML-RL (metabook.maml_rl) on 2-D navigation with the authors'
+maml-nav   MAML-RL (metabook_learn.maml_rl) on 2-D navigation with the authors'
            sizes (100-100 ReLU policy, α = 0.5, 20 trajectories, 40 tasks per
            meta-batch, horizon 100), 500 meta-iterations of Adam 1e-2; beside it
            a policy pretrained on all goals (same updates, no inner step) and a
@@ -43,12 +43,12 @@ from pathlib import Path
 
 import torch
 
-from metabook.bandit_baselines import BASELINES, play
-from metabook.checkpoint import provenance
-from metabook.evaluation import over_seeds, paired_difference
-from metabook.maml_rl import MAMLRLConfig, adaptation_curve, init_policy, train_maml_rl
-from metabook.rl2 import RL2Config, play_rl2, train_rl2
-from metabook.rl_envs import BernoulliBandits, PointNavigation
+from metabook_learn.bandit_baselines import BASELINES, play
+from metabook_learn.checkpoint import provenance
+from metabook_learn.evaluation import over_seeds, paired_difference
+from metabook_learn.maml_rl import MAMLRLConfig, adaptation_curve, init_policy, train_maml_rl
+from metabook_learn.rl2 import RL2Config, play_rl2, train_rl2
+from metabook_learn.rl_envs import BernoulliBandits, PointNavigation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import Script, command_line, open_results, print_table, save, settle  # noqa: E402

@@ -6,8 +6,8 @@
 
 For every held-out angle (0, 15, ..., 75 degrees), every algorithm and every
 seed, a network trains on the other five domains with
-:func:`metabook.training.train` and is scored, as it is, on the held-out
-domain with :func:`metabook.mldg.domain_accuracy` (no adaptation, no model
+:func:`metabook_learn.training.train` and is scored, as it is, on the held-out
+domain with :func:`metabook_learn.mldg.domain_accuracy` (no adaptation, no model
 selection: the network after the last step). The algorithms:
 
 =========  =================================================================
@@ -16,7 +16,7 @@ mldg       Adam on ∇θ [F(θ) + β G(θ − α∇F(θ))], second order
 mldg-fo    the same, first order (the virtual step's gradient as a constant)
 =========  =================================================================
 
-Settings: :class:`metabook.models.DigitConvNet` with 32 filters (no
+Settings: :class:`metabook_learn.models.DigitConvNet` with 32 filters (no
 normalization layer), Adam with learning rate 1e-3, 64 examples of every
 source domain per step and 5,000 steps (DomainBed's defaults for
 RotatedMNIST: learning rate 1e-3, batch size 64, 5,000 steps), α = 0.5 and
@@ -24,7 +24,7 @@ RotatedMNIST: learning rate 1e-3, batch size 64, 5,000 steps), α = 0.5 and
 ``run_mldg.sh``), one meta-test domain per split (as in the authors' code), 5
 seeds. The digits are metabook's Rotated MNIST: 1,000 digits of the MNIST
 test set, the same digits rotated in every domain
-(:mod:`metabook.data.rotated_mnist`).
+(:mod:`metabook_learn.data.rotated_mnist`).
 
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale_mldg``) and runs
 resume from them; a finished run is only scored again. The results file is
@@ -43,13 +43,13 @@ from pathlib import Path
 
 import torch
 
-from metabook.data.domains import DomainBatchSampler
-from metabook.data.rotated_mnist import ROTATED_MNIST_ANGLES, prepare_rotated_mnist
-from metabook.evaluation import Z_95
-from metabook.mldg import domain_accuracy
-from metabook.models import DigitConvNet
-from metabook.runtime import seed_everything
-from metabook.training import TrainConfig
+from metabook_learn.data.domains import DomainBatchSampler
+from metabook_learn.data.rotated_mnist import ROTATED_MNIST_ANGLES, prepare_rotated_mnist
+from metabook_learn.evaluation import Z_95
+from metabook_learn.mldg import domain_accuracy
+from metabook_learn.models import DigitConvNet
+from metabook_learn.runtime import seed_everything
+from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, print_table, run_record, save,  # noqa: E402

@@ -12,7 +12,7 @@ test sampler's seed is the same for every model):
 =====  =========================================================================
 run    training
 =====  =========================================================================
-cnp    Conditional neural process (metabook.neural_processes, default sizes:
+cnp    Conditional neural process (metabook_learn.neural_processes, default sizes:
        128-unit layers as in DeepMind's notebooks); 0-20 context points and 20
        further targets per task, meta-batch 64, Adam 5e-4, 50,000 steps.
 np     Latent-variable neural process, same data and optimizer, negative ELBO.
@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from metabook.data.sinusoid import SinusoidSampler
-from metabook.evaluation import evaluate
-from metabook.models import sinusoid_mlp
-from metabook.neural_processes import ConditionalNeuralProcess, NeuralProcess, VaryingContextSampler, interval_coverage
-from metabook.runtime import seed_everything
-from metabook.training import TrainConfig
+from metabook_learn.data.sinusoid import SinusoidSampler
+from metabook_learn.evaluation import evaluate
+from metabook_learn.models import sinusoid_mlp
+from metabook_learn.neural_processes import ConditionalNeuralProcess, NeuralProcess, VaryingContextSampler, interval_coverage
+from metabook_learn.runtime import seed_everything
+from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, print_table, run_record, save,  # noqa: E402

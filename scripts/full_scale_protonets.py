@@ -4,12 +4,12 @@
     .venv/bin/python scripts/full_scale_protonets.py --runs protonet-vinyals  # one run (merged into that file)
     .venv/bin/python scripts/full_scale_protonets.py --smoke                  # a few steps, any device, temp output
 
-Each run meta-trains a :class:`metabook.protonets.PrototypicalNetwork` with
-:func:`metabook.training.train` (``algorithm="protonet"``) on 60-way 1-shot
+Each run meta-trains a :class:`metabook_learn.protonets.PrototypicalNetwork` with
+:func:`metabook_learn.training.train` (``algorithm="protonet"``) on 60-way 1-shot
 episodes with 5 queries per class (1-shot, or 5-shot for the 5-shot
 tests), Adam with learning rate 1e-3 and one episode per update, as Snell et
 al. (2017, Sec. 3.1) trained for Omniglot, and tests with
-:func:`metabook.evaluation.evaluate` on 1,000 episodes of 15 queries per
+:func:`metabook_learn.evaluation.evaluate` on 1,000 episodes of 15 queries per
 class (their test episodes: 1,000, and the authors' code's default of 15
 test queries), in both batch-norm modes.
 
@@ -35,9 +35,9 @@ early on validation loss, then retrains on training + validation characters
 (``run_train.py``, then ``run_trainval.py``); these runs train for a fixed
 number of episodes (``STEPS``), on the training characters only. Their split
 files are not distributed with Omniglot; metabook's split has the same sizes
-(``metabook.data.omniglot``). Their test-time batch norm used running
+(``metabook_learn.data.omniglot``). Their test-time batch norm used running
 averages; metabook's networks normalize with episode statistics
-(``transductive`` and ``inductive``, :mod:`metabook.protonets`).
+(``transductive`` and ``inductive``, :mod:`metabook_learn.protonets`).
 
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale``) and runs
 resume from them; the results file is rewritten atomically after every run,
@@ -52,12 +52,12 @@ from pathlib import Path
 
 import torch
 
-from metabook.data import NWayKShotSampler, load_omniglot, load_omniglot_runs, score_one_shot
-from metabook.evaluation import evaluate
-from metabook.models import use_channels_last
-from metabook.protonets import PrototypicalNetwork, omniglot_embedding, one_shot_classifier
-from metabook.runtime import seed_everything
-from metabook.training import TrainConfig
+from metabook_learn.data import NWayKShotSampler, load_omniglot, load_omniglot_runs, score_one_shot
+from metabook_learn.evaluation import evaluate
+from metabook_learn.models import use_channels_last
+from metabook_learn.protonets import PrototypicalNetwork, omniglot_embedding, one_shot_classifier
+from metabook_learn.runtime import seed_everything
+from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (Script, command_line, open_results, print_table, run_record, save, score,  # noqa: E402

@@ -11,7 +11,7 @@ run        training
 =========  ================================================================
 maml       one inner step of 0.01, meta-batch 25, Adam 1e-3, 70,000 steps
            (the same run, and checkpoint, as scripts/full_scale_neural_processes.py's)
-pretrained joint training (metabook.joint_training) on the points of 25
+pretrained joint training (metabook_learn.joint_training) on the points of 25
            tasks per step, Adam 1e-3, 70,000 steps
 =========  ================================================================
 
@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metabook.checkpoint import provenance
-from metabook.data.sinusoid import SinusoidSampler
-from metabook.evaluation import evaluate
-from metabook.inner_loop import InnerLoop
-from metabook.joint_training import joint_training
-from metabook.models import sinusoid_mlp
-from metabook.runtime import seed_everything
+from metabook_learn.checkpoint import provenance
+from metabook_learn.data.sinusoid import SinusoidSampler
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import InnerLoop
+from metabook_learn.joint_training import joint_training
+from metabook_learn.models import sinusoid_mlp
+from metabook_learn.runtime import seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import Script, command_line, open_results, print_table, run_record, save, score  # noqa: E402

@@ -13,7 +13,7 @@
 #   downloads/mnist/*.gz (the MNIST test set, for Rotated MNIST). The unpacked
 #   Omniglot images are deleted once the cache file exists. .gpu/commit holds
 #   "<git HEAD> clean|dirty", which the device passes on as METABOOK_COMMIT
-#   (metabook.checkpoint.provenance reads it where there is no .git).
+#   (metabook_learn.checkpoint.provenance reads it where there is no .git).
 #
 # run: each step under `timeout` for what is left of BUDGET_S (default 420),
 #   none started with fewer than 30 s left: nvidia-smi and torch's view of the
@@ -87,10 +87,10 @@ prepare() {
     PYTHONPATH=$PWD METABOOK_DATA=.gpu/data METABOOK_MIRROR=$mirror "$python" - <<'EOF' || die "building the data caches failed"
 import shutil
 
-from metabook.data.omniglot import load_omniglot_characters
-from metabook.data.omniglot_runs import load_omniglot_runs
-from metabook.data.rotated_mnist import MNIST_TEST_FILES
-from metabook.data.storage import atomic_output, cache_dir, fetch
+from metabook_learn.data.omniglot import load_omniglot_characters
+from metabook_learn.data.omniglot_runs import load_omniglot_runs
+from metabook_learn.data.rotated_mnist import MNIST_TEST_FILES
+from metabook_learn.data.storage import atomic_output, cache_dir, fetch
 
 load_omniglot_characters()          # -> omniglot/omniglot-28px-lanczos-v1.pt, every split of load_omniglot
 load_omniglot_runs(image_size=28)   # -> omniglot/all_runs/ (protonet-lake)
@@ -106,9 +106,9 @@ EOF
 
     echo "== checking that .gpu/data alone suffices (no mirror, no download)"
     env -u METABOOK_MIRROR PYTHONPATH="$PWD" METABOOK_DATA=.gpu/data "$python" - <<'EOF' || die "loading from .gpu/data alone failed"
-from metabook.data.omniglot import OMNIGLOT_SPLITS, load_omniglot
-from metabook.data.omniglot_runs import load_omniglot_runs
-from metabook.data.rotated_mnist import load_rotated_mnist
+from metabook_learn.data.omniglot import OMNIGLOT_SPLITS, load_omniglot
+from metabook_learn.data.omniglot_runs import load_omniglot_runs
+from metabook_learn.data.rotated_mnist import load_rotated_mnist
 
 for split in OMNIGLOT_SPLITS:
     print(f"omniglot {split}: {load_omniglot(split, allow_download=False).num_classes} classes")

@@ -1,4 +1,4 @@
-"""Ship a full-scale run's trained network with the package: ``metabook/pretrained/NAME.pt`` and its index entry.
+"""Ship a full-scale run's trained network with the package: ``metabook_learn/pretrained/NAME.pt`` and its index entry.
 
     .venv/bin/python scripts/ship_model.py results/gradient_based.json maml-5way-1shot maml-omniglot-5w1s
 
@@ -6,9 +6,9 @@ Reads the run's record in the results file (its checkpoint, configuration,
 test score with its protocol, provenance) and the checkpoint itself, keeps
 only what evaluation needs (the float32 weights, Meta-SGD's rates, the
 configuration: no optimizer state), and writes the weights file and its entry
-in ``metabook/pretrained/index.json`` with the file's SHA-256. Then it loads
-the model back with :func:`metabook.pretrained.load` as a check.
-``metabook.pretrained.evaluate(NAME)`` re-scores it on the recorded tasks, and
+in ``metabook_learn/pretrained/index.json`` with the file's SHA-256. Then it loads
+the model back with :func:`metabook_learn.pretrained.load` as a check.
+``metabook_learn.pretrained.evaluate(NAME)`` re-scores it on the recorded tasks, and
 ``tests/test_pretrained.py`` does so for every shipped model.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from metabook import pretrained
-from metabook.checkpoint import load_checkpoint, write_json
-from metabook.files import atomic_output
+from metabook_learn import pretrained
+from metabook_learn.checkpoint import load_checkpoint, write_json
+from metabook_learn.files import atomic_output
 
 
 def main(argv=None) -> int:

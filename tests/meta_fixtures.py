@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import torch
 
-from metabook.models import ConvNet
+from metabook_learn.models import ConvNet
 
 WAYS = 3
 
@@ -30,8 +30,8 @@ def random_tasks(num_tasks: int, shots: int = 2, queries: int = 3, seed: int = 1
 
 def loop_and_vmap_episode_gradients(model, tasks, rtol: float = 1e-10):
     """An episodic learner's meta-gradient by both strategies, checked equal (gradients and outputs); both returned."""
-    from metabook.episodic import episode_gradient
-    from metabook.inner_loop import parameters_of
+    from metabook_learn.episodic import episode_gradient
+    from metabook_learn.inner_loop import parameters_of
 
     params = parameters_of(model)
     loop = episode_gradient(model, params, tasks, "loop")

@@ -4,7 +4,7 @@ Every case in :data:`CASES` does one wrong thing (a command line, a call of the
 Python API, a damaged data file, a checkpoint from elsewhere) in a fresh folder.
 :func:`test_bad_input` runs it and requires what the table promises: an
 exception of the documented type (``TypeError``, ``ValueError``,
-``RuntimeError``, ``metabook.data.DataError``...) whose message holds the
+``RuntimeError``, ``metabook_learn.data.DataError``...) whose message holds the
 case's fragment, or, on the command line, a non-zero exit status with one line
 on stderr and no traceback; and no file left half-written in that folder. The
 faults that need processes of their own (two runs at once, a run killed
@@ -44,15 +44,15 @@ import pytest
 import torch
 from torch import nn
 
-from metabook.checkpoint import CheckpointInUse, checkpoint_lock, load_checkpoint, save_checkpoint
-from metabook.cli import main
-from metabook.data import ClassImages, DataError, NWayKShotSampler, SinusoidSampler, TaskBatch
-from metabook.data.storage import CannotWrite, cached_tensors, extract_archive, save_tensors
-from metabook.evaluation import evaluate
-from metabook.inner_loop import InnerLoop
-from metabook.maml import meta_gradient
-from metabook.models import ConvNet, sinusoid_mlp
-from metabook.training import TrainConfig, TrainingDiverged, train
+from metabook_learn.checkpoint import CheckpointInUse, checkpoint_lock, load_checkpoint, save_checkpoint
+from metabook_learn.cli import main
+from metabook_learn.data import ClassImages, DataError, NWayKShotSampler, SinusoidSampler, TaskBatch
+from metabook_learn.data.storage import CannotWrite, cached_tensors, extract_archive, save_tensors
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import InnerLoop
+from metabook_learn.maml import meta_gradient
+from metabook_learn.models import ConvNet, sinusoid_mlp
+from metabook_learn.training import TrainConfig, TrainingDiverged, train
 
 from fixtures_data import write_mini_imagenet_csv, write_tar_gz, write_zip
 
@@ -87,7 +87,7 @@ def case(id: str, area: str, tried: str, error, fragment: str):
 
 
 def command(id: str, tried: str, status: int, fragment: str, argv: str, prepare=None, read_only: str = "") -> None:
-    """A command-line case: ``python -m metabook`` + ``argv`` (``{tmp}`` is the case's folder).
+    """A command-line case: ``python -m metabook_learn`` + ``argv`` (``{tmp}`` is the case's folder).
 
     ``read_only``: a function (``"tempfile.mkstemp"``) that fails as on a read-only file system meanwhile.
     """
@@ -249,7 +249,7 @@ command("checkpoint-unknown-option", "`evaluate` a checkpoint trained with an op
         "options this metabook does not know (warp_drive)", "evaluate --checkpoint {tmp}/run.pt",
         lambda folder: _real_sinusoid_checkpoint(folder, config={**asdict(sinusoid_config()), "warp_drive": 9}))
 command("checkpoint-without-weights", "`evaluate` a metabook checkpoint that has no weights in it", 1,
-        "without model: it was not written by `python -m metabook train`", "evaluate --checkpoint {tmp}/run.pt",
+        "without model: it was not written by `python -m metabook_learn train`", "evaluate --checkpoint {tmp}/run.pt",
         lambda folder: save_checkpoint(folder / "run.pt", {"step": 1, "config": asdict(sinusoid_config()),
                                                            "lrs": None}))
 command("checkpoint-other-architecture", "`evaluate` a checkpoint whose weights belong to another network", 1,
@@ -351,14 +351,14 @@ def _(folder):
 @case("loader-image-size-zero", "API", "`load_omniglot('train', image_size=0)`", ValueError,
       "image_size must be at least 1, got 0")
 def _(folder):
-    from metabook.data import load_omniglot
+    from metabook_learn.data import load_omniglot
     load_omniglot("train", image_size=0, cache=folder / "cache", mirror=folder / "mirror")
 
 
 @case("loader-per-class-zero", "API", "`load_rotated_mnist(per_class=0)`", ValueError,
       "per_class must be at least 1, got 0")
 def _(folder):
-    from metabook.data import load_rotated_mnist
+    from metabook_learn.data import load_rotated_mnist
     load_rotated_mnist(per_class=0, cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
 
 
@@ -436,7 +436,7 @@ def _(folder):
 
 
 @case("batch-norm-running-stats-train", "API", "`train` a network with `nn.BatchNorm2d` (running statistics)",
-      ValueError, "use metabook.models.TaskBatchNorm2d (per-task statistics, as MAML's code) or "
+      ValueError, "use metabook_learn.models.TaskBatchNorm2d (per-task statistics, as MAML's code) or "
       "nn.BatchNorm2d(channels, track_running_stats=False)")
 def _(folder):
     train(tiny_config(), plain_net(nn.BatchNorm2d(4)), NWayKShotSampler(tiny_data(), 3, 1, 1), progress=False)
@@ -550,27 +550,27 @@ def loader(id: str, tried: str, fragment: str, load, prepare, error=DataError) -
 
 
 def _omniglot(folder):
-    from metabook.data import load_omniglot
+    from metabook_learn.data import load_omniglot
     return load_omniglot("train", cache=folder / "cache", mirror=folder / "mirror")
 
 
 def _omniglot_runs(folder):
-    from metabook.data import load_omniglot_runs
+    from metabook_learn.data import load_omniglot_runs
     return load_omniglot_runs(cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
 
 
 def _cifar_fs(folder):
-    from metabook.data import load_cifar_fs
+    from metabook_learn.data import load_cifar_fs
     return load_cifar_fs("train", cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
 
 
 def _rotated_mnist(folder):
-    from metabook.data import load_rotated_mnist
+    from metabook_learn.data import load_rotated_mnist
     return load_rotated_mnist(cache=folder / "cache", mirror=folder / "mirror", allow_download=False)
 
 
 def _mini_imagenet(folder):
-    from metabook.data import load_mini_imagenet
+    from metabook_learn.data import load_mini_imagenet
     return load_mini_imagenet("train", cache=folder / "cache", mirror=folder / "mirror")
 
 
@@ -714,7 +714,7 @@ def test_two_runs_on_one_checkpoint_refuse_and_a_killed_runs_lock_does_not_block
     checkpoint = tmp_path / "run.pt"
     holder = python(f"""
         import time
-        from metabook.checkpoint import checkpoint_lock
+        from metabook_learn.checkpoint import checkpoint_lock
         with checkpoint_lock({str(checkpoint)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -745,7 +745,7 @@ def test_two_processes_preparing_one_cache_build_it_once(tmp_path):
     code = f"""
         import time, torch
         from pathlib import Path
-        from metabook.data.storage import cached_tensors
+        from metabook_learn.data.storage import cached_tensors
         def build():
             with open({str(tmp_path / 'builds.txt')!r}, "a") as log:
                 log.write("built\\n")
@@ -766,7 +766,7 @@ def test_two_processes_unpacking_one_archive_end_with_one_complete_folder(tmp_pa
     archive = write_zip(tmp_path / "a.zip", {f"d/{i:04d}.bin": bytes([i % 256]) * 2000 for i in range(400)})
     code = f"""
         from pathlib import Path
-        from metabook.data.storage import extract_archive
+        from metabook_learn.data.storage import extract_archive
         print(len(list(extract_archive(Path({str(archive)!r}), Path({str(tmp_path / 'out')!r})).rglob('*.bin'))))
     """
     processes = [python(code) for _ in range(2)]
@@ -783,7 +783,7 @@ def test_an_extraction_killed_half_way_is_never_trusted(tmp_path):
     killed = python(f"""
         import os, signal, zipfile
         from pathlib import Path
-        import metabook.data.storage as storage
+        import metabook_learn.data.storage as storage
         def half_then_die(archive, root):
             with zipfile.ZipFile(archive) as zipped:
                 for name in zipped.namelist()[:25]:

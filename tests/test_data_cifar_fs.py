@@ -13,9 +13,9 @@ from fixtures_data import (
     write_cifar100_archive,
     write_tar_gz,
 )
-from metabook.data import cifar_fs
-from metabook.data.cifar_fs import CIFAR_FS_SPLITS, cifar_fs_classes, load_cifar_fs
-from metabook.data.storage import DataError, UpstreamFile
+from metabook_learn.data import cifar_fs
+from metabook_learn.data.cifar_fs import CIFAR_FS_SPLITS, cifar_fs_classes, load_cifar_fs
+from metabook_learn.data.storage import DataError, UpstreamFile
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 

@@ -1,4 +1,4 @@
-"""``python -m metabook data prepare|info NAME``: output on success, one line on failure."""
+"""``python -m metabook_learn data prepare|info NAME``: output on success, one line on failure."""
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fixtures_data import write_cifar100_archive, write_mini_imagenet_pickle
-from metabook.cli import main
+from metabook_learn.cli import main
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 
@@ -27,7 +27,7 @@ def assert_one_line_error(code, err, *fragments):
 
 
 def test_help_lists_the_data_sets_and_options():
-    result = subprocess.run([sys.executable, "-m", "metabook", "data", "prepare", "--help"],
+    result = subprocess.run([sys.executable, "-m", "metabook_learn", "data", "prepare", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     for word in ("--cache", "--mirror", "METABOOK_MIRROR", "omniglot-runs", "rotated-mnist", "mini-imagenet", "cifar-fs"):
@@ -83,14 +83,14 @@ def test_unknown_data_set_is_one_line(capsys):
 def test_missing_data_is_one_actionable_line(capsys, tmp_path):
     code, _, err = run(capsys, "data", "info", "omniglot", "--cache", str(tmp_path / "c"))
     assert_one_line_error(code, err, "images_background.zip", str(tmp_path / "c"), "METABOOK_MIRROR",
-                          "python -m metabook data prepare omniglot")
+                          "python -m metabook_learn data prepare omniglot")
     code, _, err = run(capsys, "data", "prepare", "mini-imagenet", "--cache", str(tmp_path / "c"))
     assert_one_line_error(code, err, "mini-imagenet-cache-train.pkl", "no official download")
 
 
 def test_failed_download_is_one_line(capsys, tmp_path, monkeypatch):
-    from metabook.data import rotated_mnist
-    from metabook.data.storage import UpstreamFile
+    from metabook_learn.data import rotated_mnist
+    from metabook_learn.data.storage import UpstreamFile
 
     gone = (tmp_path / "offline" / "t10k-images-idx3-ubyte.gz").as_uri()
     monkeypatch.setitem(rotated_mnist.MNIST_TEST_FILES, "images",

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fixtures_data import wnid, write_mini_imagenet_csv, write_mini_imagenet_pickle
-from metabook.data.mini_imagenet import load_mini_imagenet
-from metabook.data.safe_pickle import UnsafePickleError
-from metabook.data.storage import DataError
+from metabook_learn.data.mini_imagenet import load_mini_imagenet
+from metabook_learn.data.safe_pickle import UnsafePickleError
+from metabook_learn.data.storage import DataError
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 

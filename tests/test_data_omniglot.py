@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fixtures_data import files_under
-from metabook.data.classes import ClassImages
-from metabook.data.omniglot import (
+from metabook_learn.data.classes import ClassImages
+from metabook_learn.data.omniglot import (
     BACKGROUND_ALPHABETS,
     EVALUATION_ALPHABETS,
     load_omniglot,
@@ -17,7 +17,7 @@ from metabook.data.omniglot import (
     omniglot_split_characters,
     read_split_file,
 )
-from metabook.data.storage import DataError
+from metabook_learn.data.storage import DataError
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 
@@ -133,7 +133,7 @@ def test_the_mirror_is_never_written(omniglot, real_mirror):
 def test_resizing_keeps_strokes_bright_and_documents_mamls_binary_images():
     from PIL import Image, ImageDraw
 
-    from metabook.data.omniglot import resize_drawing
+    from metabook_learn.data.omniglot import resize_drawing
 
     drawing = Image.new("1", (105, 105), 1)  # Omniglot PNGs: 1-bit, paper 1 (white), ink 0
     ImageDraw.Draw(drawing).line([(10, 10), (90, 60)], fill=0, width=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metabook.data.omniglot_runs import (
+from metabook_learn.data.omniglot_runs import (
     HUMAN_ERROR_RATE,
     OneShotRun,
     load_omniglot_runs,

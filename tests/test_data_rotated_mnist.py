@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fixtures_data import skip_without
-from metabook.data.rotated_mnist import ROTATED_MNIST_ANGLES, load_rotated_mnist, read_idx
-from metabook.data.storage import DataError
+from metabook_learn.data.rotated_mnist import ROTATED_MNIST_ANGLES, load_rotated_mnist, read_idx
+from metabook_learn.data.storage import DataError
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 

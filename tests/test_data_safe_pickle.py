@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from metabook.data.safe_pickle import UnsafePickleError, safe_load
-from metabook.data.storage import DataError
+from metabook_learn.data.safe_pickle import UnsafePickleError, safe_load
+from metabook_learn.data.storage import DataError
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fixtures_data import files_under, write_tar_gz, write_zip
-from metabook.cli import UserError
-from metabook.data.storage import (
+from metabook_learn.cli import UserError
+from metabook_learn.data.storage import (
     DataError,
     atomic_output,
     UpstreamFile,

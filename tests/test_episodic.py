@@ -1,14 +1,14 @@
-"""The episodic-learner path of training and evaluation (metabook.episodic), on a tiny learner."""
+"""The episodic-learner path of training and evaluation (metabook_learn.episodic), on a tiny learner."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from meta_fixtures import WAYS, random_tasks
-from metabook.episodic import episode_gradient, episode_outputs
-from metabook.evaluation import evaluate
-from metabook.inner_loop import parameters_of
-from metabook.training import TrainConfig, train
+from metabook_learn.episodic import episode_gradient, episode_outputs
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import parameters_of
+from metabook_learn.training import TrainConfig, train
 
 
 class NearestMean(nn.Module):

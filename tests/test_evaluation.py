@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook.data import NWayKShotSampler
-from metabook.data.classes import ClassImages
-from metabook.evaluation import TEST_TASKS, confidence_interval, evaluate, per_task_scores
-from metabook.inner_loop import InnerLoop
-from metabook.models import ConvNet, sinusoid_mlp
-from metabook.data import SinusoidSampler
+from metabook_learn.data import NWayKShotSampler
+from metabook_learn.data.classes import ClassImages
+from metabook_learn.evaluation import TEST_TASKS, confidence_interval, evaluate, per_task_scores
+from metabook_learn.inner_loop import InnerLoop
+from metabook_learn.models import ConvNet, sinusoid_mlp
+from metabook_learn.data import SinusoidSampler
 
 WAYS = 3
 
@@ -117,7 +117,7 @@ def test_regression_reports_the_mean_squared_error():
 
 
 def test_t_quantiles_match_the_printed_tables():
-    from metabook.evaluation import t_quantile
+    from metabook_learn.evaluation import t_quantile
 
     # Two-sided 95% critical values of Student's t (e.g. NIST/SEMATECH e-Handbook, Table 1.3.6.7.2).
     for df, value in ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045), (1000, 1.962)):
@@ -125,7 +125,7 @@ def test_t_quantiles_match_the_printed_tables():
 
 
 def test_over_seeds_is_the_mean_with_a_t_interval():
-    from metabook.evaluation import over_seeds
+    from metabook_learn.evaluation import over_seeds
 
     summary = over_seeds([0.97, 0.98, 0.99])
     assert summary.mean == pytest.approx(0.98) and summary.seeds == 3
@@ -134,7 +134,7 @@ def test_over_seeds_is_the_mean_with_a_t_interval():
 
 
 def test_paired_differences_remove_the_tasks_difficulty():
-    from metabook.evaluation import over_seeds, paired_difference
+    from metabook_learn.evaluation import over_seeds, paired_difference
 
     g = torch.Generator().manual_seed(0)
     difficulty = torch.rand(600, generator=g)  # shared by both methods: the same tasks

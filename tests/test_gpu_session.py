@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from metabook import checkpoint
+from metabook_learn import checkpoint
 
 from conftest import ROOT
 

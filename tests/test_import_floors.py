@@ -4,25 +4,25 @@ The floors, bottom to top (CONTRIBUTING.md, issue 13): files, errors, the runtim
 data; the inner loop; the methods; training, evaluation and what builds on them; the command line. The
 imports are read from the source with ``ast``, those inside functions included (a lazy import is still a
 dependency); imports under ``if TYPE_CHECKING:`` are for annotations only and are left out, and so is the
-package itself (``metabook/__init__.py``, the facade, which may name any floor).
+package itself (``metabook_learn/__init__.py``, the facade, which may name any floor).
 """
 import ast
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "metabook"
+PACKAGE = Path(__file__).resolve().parent.parent / "metabook_learn"
 FLOORS = [
-    {"metabook.files", "metabook.errors", "metabook.runtime", "metabook.checkpoint", "metabook.models",
-     "metabook.widgets", "metabook.data", "metabook.validation", "metabook.distribution", "metabook.rl_envs"},
-    {"metabook.inner_loop", "metabook.stacked", "metabook.policy_gradient"},
-    {"metabook.methods", "metabook.episodic", "metabook.maml", "metabook.reptile", "metabook.protonets",
-     "metabook.r2d2", "metabook.neural_processes", "metabook.mldg", "metabook.protomaml",
-     "metabook.joint_training", "metabook.in_context", "metabook.bandit_baselines", "metabook.rl2",
-     "metabook.maml_rl"},
-    {"metabook.training", "metabook.evaluation", "metabook.pretrained", "metabook.setups", "metabook.report"},
-    {"metabook.cli", "metabook.cli_options", "metabook.train_cli", "metabook.data_cli", "metabook.report_cli",
-     "metabook.run_length", "metabook.__main__"},
+    {"metabook_learn.files", "metabook_learn.errors", "metabook_learn.runtime", "metabook_learn.checkpoint", "metabook_learn.models",
+     "metabook_learn.widgets", "metabook_learn.data", "metabook_learn.validation", "metabook_learn.rl_envs"},
+    {"metabook_learn.inner_loop", "metabook_learn.stacked", "metabook_learn.policy_gradient"},
+    {"metabook_learn.methods", "metabook_learn.episodic", "metabook_learn.maml", "metabook_learn.reptile", "metabook_learn.protonets",
+     "metabook_learn.r2d2", "metabook_learn.neural_processes", "metabook_learn.mldg", "metabook_learn.protomaml",
+     "metabook_learn.joint_training", "metabook_learn.in_context", "metabook_learn.bandit_baselines", "metabook_learn.rl2",
+     "metabook_learn.maml_rl"},
+    {"metabook_learn.training", "metabook_learn.evaluation", "metabook_learn.pretrained", "metabook_learn.setups", "metabook_learn.report"},
+    {"metabook_learn.cli", "metabook_learn.cli_options", "metabook_learn.train_cli", "metabook_learn.data_cli", "metabook_learn.report_cli",
+     "metabook_learn.run_length", "metabook_learn.__main__"},
 ]
 
 
@@ -45,7 +45,7 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def imports_of(path: Path) -> set[str]:
-    """The metabook modules ``path`` imports (``from metabook.x import y`` counts as metabook.x, or metabook.x.y
+    """The metabook modules ``path`` imports (``from metabook_learn.x import y`` counts as metabook_learn.x, or metabook_learn.x.y
     when that is a module)."""
     found = set()
 
@@ -55,8 +55,8 @@ def imports_of(path: Path) -> set[str]:
                 visit(child)
             return
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("metabook"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metabook"):
+            found.update(alias.name for alias in node.names if alias.name.startswith("metabook_learn"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metabook_learn"):
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
                 is_module = (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").exists() or (
@@ -66,12 +66,12 @@ def imports_of(path: Path) -> set[str]:
             visit(child)
 
     visit(ast.parse(path.read_text()))
-    return {name for name in found if name != "metabook"}
+    return {name for name in found if name != "metabook_learn"}
 
 
 def graph() -> dict[str, set[str]]:
     return {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))
-            if module_name(path) != "metabook"}
+            if module_name(path) != "metabook_learn"}
 
 
 def test_every_module_is_on_a_floor_and_imports_nothing_from_a_higher_one():
@@ -110,7 +110,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_there_is_no_import_circle():
     # A package depends on its __init__ and the __init__ on what it imports: fold each sub-package into one node.
     def node(name):
-        return "metabook.data" if name.startswith("metabook.data.") else name
+        return "metabook_learn.data" if name.startswith("metabook_learn.data.") else name
 
     edges = {}
     for module, imported in graph().items():

@@ -1,10 +1,10 @@
-"""metabook.in_context: the causal transformer, linear attention as a gradient step, the regression baselines."""
+"""metabook_learn.in_context: the causal transformer, linear attention as a gradient step, the regression baselines."""
 import pytest
 import torch
 
-from metabook.episodic import episode_gradient
-from metabook.evaluation import evaluate
-from metabook.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
+from metabook_learn.episodic import episode_gradient
+from metabook_learn.evaluation import evaluate
+from metabook_learn.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
                                  attention_mask, best_step_size, errors_by_context_size, gradient_descent,
                                  gradient_step_attention, least_squares, meta_train, nearest_neighbours,
                                  regression_baselines, ridge)
@@ -120,8 +120,8 @@ def test_classification_reads_one_hot_labels_and_returns_logits():
 
 
 def test_classification_with_an_image_embedding_under_evaluate():
-    from metabook.data import TaskBatch
-    from metabook.protonets import omniglot_embedding
+    from metabook_learn.data import TaskBatch
+    from metabook_learn.protonets import omniglot_embedding
 
     class TinyImages:
         num_ways = 2
@@ -294,7 +294,7 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_scri
 
 
 def test_shuffled_order_permutes_each_support_set_and_keeps_its_pairs():
-    from metabook.in_context import ShuffledOrder
+    from metabook_learn.in_context import ShuffledOrder
 
     inner = LinearRegressionSampler(2, 6, 3, seed=5)
     tasks = LinearRegressionSampler(2, 6, 3, seed=5).sample(4)
@@ -322,7 +322,7 @@ def test_the_full_scale_script_runs_omniglot_in_smoke_mode(tmp_path, load_script
 
 
 def test_the_transformer_trains_and_evaluates_through_the_command_line(tmp_path, capsys):
-    from metabook.cli import main
+    from metabook_learn.cli import main
 
     checkpoint = tmp_path / "icl.pt"
     assert main(["train", "--algorithm", "transformer", "--data", "sinusoid", "--steps", "3", "--meta-batch", "2",

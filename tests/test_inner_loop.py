@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metabook.inner_loop import (
+from metabook_learn.inner_loop import (
     InnerLoop,
     adapt,
     autograd_gradient,
@@ -21,7 +21,7 @@ from metabook.inner_loop import (
     predict,
     set_gradients,
 )
-from metabook.models import (
+from metabook_learn.models import (
     TaskBatchNorm2d,
     is_head,
     miniimagenet_convnet,
@@ -194,7 +194,7 @@ def test_set_gradients_feeds_any_optimizer():
 
 def test_adam_inner_loop_matches_torch_adam_with_beta1_zero_on_minibatches():
     """Reptile's inner optimizer: Adam(β1=0) on minibatches, against torch.optim.Adam on the same rows."""
-    from metabook.inner_loop import minibatch_rows
+    from metabook_learn.inner_loop import minibatch_rows
 
     model, tasks = tiny_convnet(), random_tasks(1, shots=4)  # 12 support rows
     inner = InnerLoop(steps=5, lr=0.01, optimizer="adam", batch_size=4)

@@ -1,10 +1,12 @@
 """Installing the package: its name, what the wheel holds, and the torch it leaves alone.
 
-The distribution is `metabook-learn` (the name `metabook` on PyPI belongs to
-an unrelated project); the import stays `import metabook`. A wheel built from
-the repository must install under that name in a fresh virtual environment,
-ship `py.typed`, carry the repository URL of `_config.yml`, and warn when the
-other PyPI `metabook` is installed beside it (both write into `metabook/`).
+The distribution is `metabook-learn` and the import `metabook_learn`: the name
+`metabook` on PyPI belongs to an unrelated project (a PDF-collection renamer)
+that installs its own `metabook` package and command, so neither name of this
+project can be taken for it, and both can live in one environment. A wheel built
+from the repository must install under that name in a fresh virtual
+environment, ship `py.typed`, carry the repository URL of `_config.yml`, and
+keep working when the other PyPI `metabook` is installed beside it.
 
 Installing keeps the torch that is already there (Colab's, for example): a
 fresh virtual environment gets a stand-in torch 2.4.1+cu121 (a wheel made
@@ -30,7 +32,6 @@ import pytest
 import yaml
 
 from conftest import skip_or_fail
-from metabook.distribution import OUR_SUMMARY
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "metabook-learn"
@@ -64,7 +65,7 @@ def build_wheel(folder: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "metabook", source / "metabook", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "metabook_learn", source / "metabook_learn", ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", "-w", str(folder / "wheels"), str(source)],
@@ -90,12 +91,10 @@ def test_the_wheel_is_named_metabook_learn_and_ships_py_typed(wheel):
     assert wheel.name.startswith("metabook_learn-"), wheel.name
     metadata = wheel_metadata(wheel)
     assert metadata["Name"] == DISTRIBUTION
-    # metabook.distribution tells this project's own installs (once named "metabook") by this summary.
-    assert metadata["Summary"].startswith(OUR_SUMMARY), "update metabook.distribution.OUR_SUMMARY"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "metabook/py.typed" in names, "py.typed is missing: type checkers would skip the package (PEP 561)"
-    assert {"metabook/__init__.py", "metabook/__main__.py", "metabook/data/__init__.py"} <= names
+    assert "metabook_learn/py.typed" in names, "py.typed is missing: type checkers would skip the package (PEP 561)"
+    assert {"metabook_learn/__init__.py", "metabook_learn/__main__.py", "metabook_learn/data/__init__.py"} <= names
 
 
 def test_one_repository_url_everywhere(wheel):
@@ -132,26 +131,24 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs(tmp_path, wheel):
         return subprocess.run([str(python), *command], capture_output=True, text=True, cwd=tmp_path, env=clean,
                               timeout=300)
 
-    found = run("-c", "import importlib.metadata, metabook; "
-                      f"print(metabook.__file__); print(importlib.metadata.version({DISTRIBUTION!r}))")
+    found = run("-c", "import importlib.metadata, metabook_learn; "
+                      f"print(metabook_learn.__file__); print(importlib.metadata.version({DISTRIBUTION!r}))")
     assert found.returncode == 0, found.stderr[-3000:]
     where, version = found.stdout.split()
     assert Path(where).is_relative_to(environment), f"imported {where}, not the installed package"
     assert version == wheel.name.split("-")[1]
-    assert "unrelated PyPI project" not in found.stderr
-    helped = run("-m", "metabook", "--help")
+    helped = run("-m", "metabook_learn", "--help")
     assert helped.returncode == 0 and "train" in helped.stdout, helped.stderr[-3000:]
-    assert (environment / "bin" / "metabook").exists(), "the metabook command was not installed"
+    assert (environment / "bin" / "metabook-learn").exists(), "the metabook-learn command was not installed"
 
-    # The unrelated PyPI "metabook" writes into the same folder; importing says so, with the fix.
-    other = make_stand_in_wheel(tmp_path, "metabook", "1.0.0", {"metabook/publishers.py": ""},
+    # The unrelated PyPI "metabook" has its own folder and command: both projects work side by side.
+    other = make_stand_in_wheel(tmp_path, "metabook", "1.0.0", {"metabook/__init__.py": "WHO = 'pdf renamer'\n"},
                                 summary="rename and organize your pdf book collection")
     subprocess.run([*pip, str(other)], check=True, timeout=300, cwd=tmp_path, env=clean)
-    warned = run("-c", "import metabook")
-    assert warned.returncode == 0, warned.stderr[-3000:]
-    assert "the unrelated PyPI project 'metabook' 1.0.0" in warned.stderr, warned.stderr[-3000:]
-    assert f"pip uninstall -y metabook {DISTRIBUTION}" in warned.stderr
-    assert f'{DISTRIBUTION} @ git+{repository_url()}' in warned.stderr
+    both = run("-c", "import metabook, metabook_learn; print(metabook.WHO); print(metabook_learn.__name__)")
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert both.stdout.splitlines() == ["pdf renamer", "metabook_learn"], both.stdout
+    assert run("-m", "metabook_learn", "--help").returncode == 0
 
 
 @pytest.mark.network

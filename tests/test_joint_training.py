@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from metabook.data.sinusoid import AMPLITUDE_RANGE, SinusoidSampler
-from metabook.joint_training import joint_training
-from metabook.models import sinusoid_mlp
+from metabook_learn.data.sinusoid import AMPLITUDE_RANGE, SinusoidSampler
+from metabook_learn.joint_training import joint_training
+from metabook_learn.models import sinusoid_mlp
 
 
 def test_joint_training_on_sine_waves_learns_their_average():

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook import maml
-from metabook.data.sinusoid import sample_sinusoid_tasks
-from metabook.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
-from metabook.models import is_head, sinusoid_mlp
+from metabook_learn import maml
+from metabook_learn.data.sinusoid import sample_sinusoid_tasks
+from metabook_learn.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
+from metabook_learn.models import is_head, sinusoid_mlp
 
 from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
 
@@ -102,7 +102,7 @@ def test_outer_gradient_outside_vmap_is_wrong_with_batch_norm():
     elementary operations instead of the fused F.batch_norm, both forms agree:
     the fault is in batch_norm's batching rule for second derivatives. If this
     test fails because the two forms now agree, torch has fixed the bug: update
-    the docstring of metabook.maml and the chapter.
+    the docstring of metabook_learn.maml and the chapter.
     """
     model, tasks = tiny_convnet(), random_tasks(3)
     params = {n: p.detach() for n, p in parameters_of(model).items()}

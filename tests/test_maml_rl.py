@@ -4,9 +4,9 @@ import itertools
 import pytest
 import torch
 
-from metabook.maml_rl import (MAMLRLConfig, adaptation_curve, advantages_of, init_policy, inner_step, log_prob,
+from metabook_learn.maml_rl import (MAMLRLConfig, adaptation_curve, advantages_of, init_policy, inner_step, log_prob,
                               meta_loss, sample_trajectories, train_maml_rl)
-from metabook.rl_envs import PointNavigation
+from metabook_learn.rl_envs import PointNavigation
 
 
 def test_meta_gradient_matches_central_finite_differences_with_the_trajectories_held_fixed():

@@ -1,4 +1,4 @@
-"""The method protocol (metabook.methods): the registry, and training, evaluation and the CLI asking it, never naming a method."""
+"""The method protocol (metabook_learn.methods): the registry, and training, evaluation and the CLI asking it, never naming a method."""
 import ast
 import json
 import re
@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from metabook import methods
-from metabook.cli import main
-from metabook.checkpoint import load_checkpoint, save_checkpoint
+from metabook_learn import methods
+from metabook_learn.cli import main
+from metabook_learn.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 # The modules that must work for any method: they ask the registry, they never name one.
-METHOD_FREE = ["metabook/training.py", "metabook/evaluation.py", "metabook/train_cli.py"]
+METHOD_FREE = ["metabook_learn/training.py", "metabook_learn/evaluation.py", "metabook_learn/train_cli.py"]
 BOOK_METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "r2d2", "lrd2", "cnp", "np", "erm", "mldg",
                 "transformer")
 
@@ -36,7 +36,7 @@ def test_the_book_registers_every_method_in_order_each_from_its_own_module():
     assert methods.names() == BOOK_METHODS
     for name in BOOK_METHODS:
         origin = methods.origin(name)
-        assert origin.startswith("metabook.") and origin not in ("metabook.methods", "metabook.training"), origin
+        assert origin.startswith("metabook_learn.") and origin not in ("metabook_learn.methods", "metabook_learn.training"), origin
     assert methods.names(episodic=True) == ("protonet", "r2d2", "lrd2", "cnp", "np", "transformer")
     assert methods.names(domains=True) == ("erm", "mldg")
     with pytest.raises(ValueError, match="unknown algorithm 'mamll'; choose one of: maml, fomaml, anil"):
@@ -48,7 +48,7 @@ def test_training_evaluation_and_the_cli_name_no_method(path):
     names = methods.names()
     quoted = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, names)))
     found = [s for s in code_strings(ROOT / path) if s in names or quoted.search(s)]
-    assert not found, f"{path} names methods in its code: {found}; ask metabook.methods instead"
+    assert not found, f"{path} names methods in its code: {found}; ask metabook_learn.methods instead"
     source = (ROOT / path).read_text()
     assert not re.search(r"\.algorithm\s*(==|!=|in\b)", source), f"{path} dispatches on config.algorithm"
 
@@ -70,8 +70,8 @@ def test_a_method_name_taken_by_another_method_is_refused_and_a_bad_name_too():
         methods.Method(name="a:b", description="", build=None, step=lambda *a: None)
     with pytest.raises(ValueError, match="cannot import the method 'no_such_module:THING'"):
         methods.load("no_such_module:THING")
-    with pytest.raises(ValueError, match="has no metabook.methods.Method called 'nope'"):
-        methods.load("metabook.maml:nope")
+    with pytest.raises(ValueError, match="has no metabook_learn.methods.Method called 'nope'"):
+        methods.load("metabook_learn.maml:nope")
 
 
 def test_presets_are_chosen_by_ways_and_adjusted_by_the_method():
@@ -93,7 +93,7 @@ def sine_run(capsys, tmp_path, *extra):
 def test_a_checkpoint_records_its_method_and_one_without_the_record_still_evaluates(capsys, tmp_path):
     checkpoint = sine_run(capsys, tmp_path)
     state = load_checkpoint(checkpoint)
-    assert state["method"] == {"name": "maml", "origin": "metabook.maml", "network": "SinusoidMLP"}
+    assert state["method"] == {"name": "maml", "origin": "metabook_learn.maml", "network": "SinusoidMLP"}
     del state["method"]  # a checkpoint written before methods were recorded
     save_checkpoint(checkpoint, state)
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--no-progress"])
@@ -116,7 +116,7 @@ class PosingLearner(nn.Module):
 
 
 def test_a_network_trained_under_another_methods_name_is_refused_by_evaluate(capsys, tmp_path):
-    from metabook.training import SinusoidSampler, TrainConfig, train
+    from metabook_learn.training import SinusoidSampler, TrainConfig, train
 
     config = TrainConfig(algorithm="cnp", dataset="sinusoid", shots=5, queries=5, loss="mse", meta_batch=2,
                          steps=2, inner_steps=0, eval_inner_steps=0, device="cpu")
@@ -141,15 +141,15 @@ def test_evaluate_imports_no_code_a_checkpoint_names_and_refuses_another_method(
     save_checkpoint(checkpoint, state)
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 1 and "from my_methods.maml, but 'maml' here comes from metabook.maml" in err, err
+    assert code == 1 and "from my_methods.maml, but 'maml' here comes from metabook_learn.maml" in err, err
 
 
 def test_an_installed_package_registers_methods_through_the_entry_point_group(tmp_path, monkeypatch):
     from importlib.metadata import EntryPoint
 
     (tmp_path / "my_methods.py").write_text(
-        "from metabook.maml import build_maml_network, maml_step\n"
-        "from metabook.methods import Method\n"
+        "from metabook_learn.maml import build_maml_network, maml_step\n"
+        "from metabook_learn.methods import Method\n"
         "MINE = Method(name='mine', description='MAML under another name', build=build_maml_network, "
         "step=maml_step)\n")
     monkeypatch.syspath_prepend(str(tmp_path))

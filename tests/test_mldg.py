@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fixtures_data import skip_without
-from metabook.data.domains import DomainBatchSampler
-from metabook.evaluation import confidence_interval
-from metabook.inner_loop import InnerLoop, parameters_of, set_gradients
-from metabook.mldg import domain_accuracy, erm_gradient, mldg_gradient, split_domains
-from metabook.models import MLP
-from metabook.training import TrainConfig, train
+from metabook_learn.data.domains import DomainBatchSampler
+from metabook_learn.evaluation import confidence_interval
+from metabook_learn.inner_loop import InnerLoop, parameters_of, set_gradients
+from metabook_learn.mldg import domain_accuracy, erm_gradient, mldg_gradient, split_domains
+from metabook_learn.models import MLP
+from metabook_learn.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 
@@ -200,7 +200,7 @@ def test_uint8_images_are_scaled_and_bad_arguments_are_explained():
         DomainBatchSampler(images, labels, domains, [0, 0, 1], batch_size=2)
 
 
-# ── Training through metabook.training ───────────────────────────────────────
+# ── Training through metabook_learn.training ───────────────────────────────────────
 
 
 def shifted_domains(num_domains=5, per_domain=60, seed=0):

@@ -1,4 +1,4 @@
-"""Neural processes (metabook.neural_processes), checked against definitions written out independently."""
+"""Neural processes (metabook_learn.neural_processes), checked against definitions written out independently."""
 import math
 
 import pytest
@@ -6,14 +6,14 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from meta_fixtures import loop_and_vmap_episode_gradients
-from metabook.data.sinusoid import sample_sinusoid_tasks
-from metabook.episodic import episode_gradient, episode_outputs
-from metabook.evaluation import evaluate
-from metabook.inner_loop import parameters_of
-from metabook.neural_processes import (ConditionalNeuralProcess, NeuralProcess, VaryingContextSampler, aggregate,
+from metabook_learn.data.sinusoid import sample_sinusoid_tasks
+from metabook_learn.episodic import episode_gradient, episode_outputs
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import parameters_of
+from metabook_learn.neural_processes import (ConditionalNeuralProcess, NeuralProcess, VaryingContextSampler, aggregate,
                                        gaussian_kl, gaussian_nll, interval_coverage, predictive,
                                        sample_functions)
-from metabook.training import TrainConfig, train
+from metabook_learn.training import TrainConfig, train
 
 SMALL = dict(encoder=(16, 16), decoder=(16,))
 

@@ -89,7 +89,7 @@ def test_notebook_has_no_error_output(path):
 def test_notebook_starts_with_colab_setup_and_scale_switch(path):
     cells = code_cells(path)
     setup = source(cells[0])
-    assert "import metabook" in setup and "except ImportError" in setup, (
+    assert "import metabook_learn" in setup and "except ImportError" in setup, (
         f"{path.name}: the first code cell must be the setup cell of CONTRIBUTING.md"
     )
     assert f'"metabook-learn @ git+{repository_url()}"' in setup, (
@@ -100,7 +100,7 @@ def test_notebook_starts_with_colab_setup_and_scale_switch(path):
     assert re.search(r'^SCALE = "quick"', switch, flags=re.MULTILINE), (
         f'{path.name}: the second code cell must hold the switch, committed as SCALE = "quick"'
     )
-    assert "metabook.pick_device()" in switch and "metabook.seed_everything(" in switch
+    assert "metabook_learn.pick_device()" in switch and "metabook_learn.seed_everything(" in switch
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from metabook.policy_gradient import discounted_returns, fit_linear_baseline, gae, surrogate_loss
+from metabook_learn.policy_gradient import discounted_returns, fit_linear_baseline, gae, surrogate_loss
 
 
 def test_reinforce_with_a_baseline_matches_the_exact_gradient_of_a_softmax_bandit():

@@ -6,9 +6,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from metabook import pretrained
-from metabook.models import sinusoid_mlp
-from metabook.training import TrainConfig
+from metabook_learn import pretrained
+from metabook_learn.models import sinusoid_mlp
+from metabook_learn.training import TrainConfig
 
 
 def ship(folder, name="tiny-sine", payload=None):

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from meta_fixtures import WAYS, random_tasks
 
-from metabook import methods
-from metabook.cli import main
-from metabook.inner_loop import InnerLoop, parameters_of, predict
-from metabook.models import ConvNet
+from metabook_learn import methods
+from metabook_learn.cli import main
+from metabook_learn.inner_loop import InnerLoop, parameters_of, predict
+from metabook_learn.models import ConvNet
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "protomaml.py"
 SPEC = f"{EXAMPLE}:PROTOMAML"
@@ -78,7 +78,7 @@ def reference_meta_gradient(model, tasks, inner: InnerLoop):
 @pytest.mark.parametrize("strategy", ["loop", "vmap"])
 def test_the_meta_gradient_equals_the_textbook_loop_and_finite_differences(protomaml, strategy):
     method, module = protomaml
-    from metabook.training import TrainConfig
+    from metabook_learn.training import TrainConfig
 
     config = TrainConfig(algorithm="protomaml", ways=WAYS, shots=2, queries=3, inner_steps=2, inner_lr=0.3,
                          strategy=strategy, device="cpu")
@@ -105,8 +105,8 @@ def test_the_meta_gradient_equals_the_textbook_loop_and_finite_differences(proto
 
 
 def test_it_trains_and_evaluates_through_the_api(protomaml):
-    from metabook.evaluation import evaluate
-    from metabook.training import TrainConfig, train
+    from metabook_learn.evaluation import evaluate
+    from metabook_learn.training import TrainConfig, train
 
     method, module = protomaml
 
@@ -170,7 +170,7 @@ def test_it_trains_and_evaluates_from_the_command_line(capsys, tmp_path, real_mi
 def test_first_order_keeps_the_path_through_the_prototypes_and_both_strategies_agree(protomaml):
     """fo-Proto-MAML: the inner gradients are constants, the head's dependence on θ is not (the authors' code)."""
     method, module = protomaml
-    from metabook.training import TrainConfig
+    from metabook_learn.training import TrainConfig
 
     model, tasks = tiny_network(module), random_tasks(2)
     steps = {strategy: method.step(TrainConfig(algorithm="protomaml", ways=WAYS, shots=2, queries=3, inner_steps=2,

@@ -1,4 +1,4 @@
-"""Prototypical Networks (metabook.protonets), each piece against an independent computation."""
+"""Prototypical Networks (metabook_learn.protonets), each piece against an independent computation."""
 import json
 
 import pytest
@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from meta_fixtures import WAYS, loop_and_vmap_episode_gradients, random_tasks
-from metabook.data import ClassImages, NWayKShotSampler
-from metabook.data.omniglot_runs import OneShotRun
-from metabook.evaluation import evaluate
-from metabook.models import ConvNet
-from metabook.protonets import (PrototypicalNetwork, omniglot_embedding, one_shot_classifier, prototype_logits,
+from metabook_learn.data import ClassImages, NWayKShotSampler
+from metabook_learn.data.omniglot_runs import OneShotRun
+from metabook_learn.evaluation import evaluate
+from metabook_learn.models import ConvNet
+from metabook_learn.protonets import (PrototypicalNetwork, omniglot_embedding, one_shot_classifier, prototype_logits,
                                 prototypes, squared_distances)
-from metabook.training import TrainConfig, train
+from metabook_learn.training import TrainConfig, train
 
 
 def tiny_protonet(query_bn="transductive", ways=WAYS, filters=4):

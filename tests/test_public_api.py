@@ -1,4 +1,4 @@
-"""``import metabook``: the names a student needs, cheap to import, each documented."""
+"""``import metabook_learn``: the names a student needs, cheap to import, each documented."""
 import importlib
 import inspect
 import pkgutil
@@ -6,34 +6,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-import metabook
+import metabook_learn
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_metabook_is_cheap_and_each_name_loads_when_first_used():
-    code = ("import sys, metabook; loaded = sorted(m for m in sys.modules if m.startswith('metabook.')); "
-            "print(loaded); metabook.TrainConfig; print('metabook.training' in sys.modules)")
+    code = ("import sys, metabook_learn; loaded = sorted(m for m in sys.modules if m.startswith('metabook_learn.')); "
+            "print(loaded); metabook_learn.TrainConfig; print('metabook_learn.training' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout.splitlines()
-    assert out == ["['metabook.distribution', 'metabook.runtime']", "True"]
+    assert out == ["['metabook_learn.runtime']", "True"]
 
 
 def test_the_public_names_are_the_ones_a_student_needs_and_each_has_a_docstring():
     for name in ("NWayKShotSampler", "SinusoidSampler", "load_omniglot", "ConvNet", "InnerLoop", "methods",
                  "Method", "register", "TrainConfig", "train", "evaluate", "pretrained"):
-        assert name in metabook.__all__, name
-    for name in metabook.__all__:
+        assert name in metabook_learn.__all__, name
+    for name in metabook_learn.__all__:
         if name != "__version__":
-            assert (getattr(metabook, name).__doc__ or "").strip(), f"metabook.{name} has no docstring"
-    assert metabook.methods.get("maml") is metabook.get_method("maml")
-    assert metabook.evaluate is importlib.import_module("metabook.evaluation").evaluate
+            assert (getattr(metabook_learn, name).__doc__ or "").strip(), f"metabook_learn.{name} has no docstring"
+    assert metabook_learn.methods.get("maml") is metabook_learn.get_method("maml")
+    assert metabook_learn.evaluate is importlib.import_module("metabook_learn.evaluation").evaluate
 
 
 def test_every_public_function_and_class_of_every_module_has_a_docstring():
     undocumented = []
-    for info in pkgutil.walk_packages(metabook.__path__, "metabook."):
-        if info.name == "metabook.widgets":  # needs ipywidgets, a notebook dependency
+    for info in pkgutil.walk_packages(metabook_learn.__path__, "metabook_learn."):
+        if info.name == "metabook_learn.widgets":  # needs ipywidgets, a notebook dependency
             continue
         module = importlib.import_module(info.name)
         if not (module.__doc__ or "").strip():

@@ -1,4 +1,4 @@
-"""R2-D2 and LR-D2 (metabook.r2d2): closed-form heads checked against direct solves, definitions and finite differences."""
+"""R2-D2 and LR-D2 (metabook_learn.r2d2): closed-form heads checked against direct solves, definitions and finite differences."""
 import math
 
 import pytest
@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from meta_fixtures import loop_and_vmap_episode_gradients
-from metabook.data.classes import ClassImages
-from metabook.data.samplers import NWayKShotSampler
-from metabook.evaluation import evaluate
-from metabook.inner_loop import parameters_of
-from metabook.models import ConvNet
-from metabook.r2d2 import (
+from metabook_learn.data.classes import ClassImages
+from metabook_learn.data.samplers import NWayKShotSampler
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import parameters_of
+from metabook_learn.models import ConvNet
+from metabook_learn.r2d2 import (
     LRD2,
     R2D2,
     logistic_newton,
@@ -21,7 +21,7 @@ from metabook.r2d2 import (
     ridge_solution,
     uses_dual,
 )
-from metabook.training import TrainConfig, train
+from metabook_learn.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 

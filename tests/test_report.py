@@ -1,7 +1,7 @@
 """The results page's table: read from results files of the full-scale scripts' schema."""
 import json
 
-from metabook.report import UNAVAILABLE, markdown_table, result_rows
+from metabook_learn.report import UNAVAILABLE, markdown_table, result_rows
 
 
 def write_results(folder, name, smoke=False):
@@ -34,7 +34,7 @@ def test_the_table_shows_the_score_its_interval_the_paper_and_the_data_sets_not_
 
 
 def test_the_report_command_tables_and_plots_runs_and_warns_when_protocols_differ(tmp_path, capsys):
-    from metabook.cli import main
+    from metabook_learn.cli import main
 
     common = ["--data", "sinusoid", "--steps", "4", "--meta-batch", "2", "--validate-every", "2",
               "--validation-tasks", "3", "--no-progress", "--device", "cpu"]
@@ -56,7 +56,7 @@ def test_the_report_command_tables_and_plots_runs_and_warns_when_protocols_diffe
 
 
 def test_the_report_command_refuses_what_is_not_a_run_in_one_line(tmp_path, capsys):
-    from metabook.cli import main
+    from metabook_learn.cli import main
 
     junk = tmp_path / "junk.train.json"
     junk.write_bytes(b"\x00not json")

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook import reptile
-from metabook.data.sinusoid import sample_sinusoid_tasks
-from metabook.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
-from metabook.models import sinusoid_mlp
+from metabook_learn import reptile
+from metabook_learn.data.sinusoid import sample_sinusoid_tasks
+from metabook_learn.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
+from metabook_learn.models import sinusoid_mlp
 
 from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
 

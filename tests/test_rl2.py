@@ -6,9 +6,9 @@ Beating greedy play is not asserted: at n = 10 the posterior-mean greedy arm is 
 import pytest
 import torch
 
-from metabook.bandit_baselines import BASELINES, play
-from metabook.rl2 import RL2Config, RL2Policy, play_rl2, rollout, train_rl2
-from metabook.rl_envs import BernoulliBandits
+from metabook_learn.bandit_baselines import BASELINES, play
+from metabook_learn.rl2 import RL2Config, RL2Policy, play_rl2, rollout, train_rl2
+from metabook_learn.rl_envs import BernoulliBandits
 
 
 def test_rl2_learns_to_explore_and_exploit_better_than_random_play():

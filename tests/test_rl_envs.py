@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from metabook.bandit_baselines import BASELINES, gittins_indices, play
-from metabook.rl_envs import BernoulliBandits, PointNavigation
+from metabook_learn.bandit_baselines import BASELINES, gittins_indices, play
+from metabook_learn.rl_envs import BernoulliBandits, PointNavigation
 
 
 def test_bandit_pays_one_exactly_for_the_certain_arms():

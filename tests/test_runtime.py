@@ -9,26 +9,26 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import metabook  # noqa: E402
-from metabook.widgets import figure_to_png, frame_slider  # noqa: E402
+import metabook_learn  # noqa: E402
+from metabook_learn.widgets import figure_to_png, frame_slider  # noqa: E402
 
 
 def test_pick_device_defaults_to_what_torch_sees(monkeypatch, capsys):
     monkeypatch.delenv("METABOOK_DEVICE", raising=False)
-    device = metabook.pick_device()
+    device = metabook_learn.pick_device()
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert "metabook computes on:" in capsys.readouterr().out
 
 
 def test_pick_device_honours_the_environment(monkeypatch):
     monkeypatch.setenv("METABOOK_DEVICE", "cpu")
-    assert metabook.pick_device(verbose=False) == torch.device("cpu")
+    assert metabook_learn.pick_device(verbose=False) == torch.device("cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_asking_for_a_missing_gpu_says_what_to_do():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        metabook.pick_device("cuda", verbose=False)
+        metabook_learn.pick_device("cuda", verbose=False)
 
 
 def test_seed_everything_makes_python_numpy_and_torch_repeatable():
@@ -39,12 +39,12 @@ def test_seed_everything_makes_python_numpy_and_torch_repeatable():
     def draw():
         return random.random(), float(np.random.rand()), torch.randn(5)
 
-    metabook.seed_everything(3)
+    metabook_learn.seed_everything(3)
     first = draw()
-    metabook.seed_everything(3)
+    metabook_learn.seed_everything(3)
     second = draw()
     assert first[:2] == second[:2] and torch.equal(first[2], second[2])
-    metabook.seed_everything(4)
+    metabook_learn.seed_everything(4)
     assert not torch.equal(draw()[2], first[2])
 
 

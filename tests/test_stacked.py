@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook.episodic import episode_gradient
-from metabook.inner_loop import InnerLoop, parameters_of
-from metabook.models import ConvNet, sinusoid_mlp
-from metabook.protonets import PrototypicalNetwork
-from metabook.stacked import StackedConvNet, stack_tasks, summed_over_tasks
+from metabook_learn.episodic import episode_gradient
+from metabook_learn.inner_loop import InnerLoop, parameters_of
+from metabook_learn.models import ConvNet, sinusoid_mlp
+from metabook_learn.protonets import PrototypicalNetwork
+from metabook_learn.stacked import StackedConvNet, stack_tasks, summed_over_tasks
 
 from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from metabook.data import (
+from metabook_learn.data import (
     EpisodeComposition,
     MetaDatasetSampler,
     NWayKShotSampler,
@@ -18,8 +18,8 @@ from metabook.data import (
     meta_dataset_statistics,
     stack_tasks,
 )
-from metabook.data.classes import ClassImages
-from metabook.data.samplers import meta_dataset_shots
+from metabook_learn.data.classes import ClassImages
+from metabook_learn.data.samplers import meta_dataset_shots
 
 
 # ── Fixtures: images that say which image they are ───────────────────────────

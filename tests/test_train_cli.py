@@ -1,14 +1,14 @@
-"""``python -m metabook train|evaluate``, driven in-process: help, paper defaults, JSON results, one-line errors."""
+"""``python -m metabook_learn train|evaluate``, driven in-process: help, paper defaults, JSON results, one-line errors."""
 import json
 import math
 
 import pytest
 import torch
 
-from metabook.cli import build_parser, main
-from metabook.run_length import format_duration
-from metabook.train_cli import ALGORITHMS, CLASSIFIERS, DATA_SETS, config_from_args
-from metabook.training import EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS
+from metabook_learn.cli import build_parser, main
+from metabook_learn.run_length import format_duration
+from metabook_learn.train_cli import ALGORITHMS, CLASSIFIERS, DATA_SETS, config_from_args
+from metabook_learn.training import EPISODIC_ALGORITHMS, GRADIENT_ALGORITHMS
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 
@@ -188,9 +188,9 @@ def test_every_episodic_classifier_trains_at_more_ways_and_is_validated_and_test
 
 
 def test_train_ways_need_an_episodic_classifier_built_for_them():
-    from metabook.models import ConvNet
-    from metabook.protonets import PrototypicalNetwork
-    from metabook.training import TrainConfig, train
+    from metabook_learn.models import ConvNet
+    from metabook_learn.protonets import PrototypicalNetwork
+    from metabook_learn.training import TrainConfig, train
 
     with pytest.raises(ValueError, match="train_ways=20 needs a positive number and an episodic classifier"):
         TrainConfig(algorithm="maml", train_ways=20)
@@ -290,7 +290,7 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
 
 
 def test_protonet_and_r2d2_presets_halve_the_learning_rate_like_their_papers_code():
-    from metabook.train_cli import paper_defaults
+    from metabook_learn.train_cli import paper_defaults
 
     for algorithm in ("protonet", "r2d2"):
         values, source = paper_defaults(algorithm, "omniglot", 5, 1)

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabook.checkpoint import load_checkpoint, save_checkpoint
-from metabook.data import NWayKShotSampler, load_omniglot
-from metabook.data.classes import ClassImages
-from metabook.evaluation import evaluate
-from metabook.inner_loop import InnerLoop, parameters_of, set_gradients
-from metabook.maml import init_learning_rates, meta_gradient
-from metabook.models import ConvNet, sinusoid_mlp
-from metabook.training import SinusoidSampler, TrainConfig, reptile_step_size, train
+from metabook_learn.checkpoint import load_checkpoint, save_checkpoint
+from metabook_learn.data import NWayKShotSampler, load_omniglot
+from metabook_learn.data.classes import ClassImages
+from metabook_learn.evaluation import evaluate
+from metabook_learn.inner_loop import InnerLoop, parameters_of, set_gradients
+from metabook_learn.maml import init_learning_rates, meta_gradient
+from metabook_learn.models import ConvNet, sinusoid_mlp
+from metabook_learn.training import SinusoidSampler, TrainConfig, reptile_step_size, train
 
 pytestmark = pytest.mark.usefixtures("no_data_environment")
 
@@ -159,7 +159,7 @@ def test_mismatched_samplers_losses_and_options_fail_early():
 
 
 def test_bf16_on_the_cpu_runs_the_step_under_autocast_close_to_float32():
-    from metabook.training import meta_step
+    from metabook_learn.training import meta_step
 
     tasks = NWayKShotSampler(tiny_images(), WAYS, 1, 2, seed=0).sample(2)
 
@@ -179,9 +179,9 @@ def test_bf16_on_the_cpu_runs_the_step_under_autocast_close_to_float32():
 
 
 def test_channels_last_stores_the_convolutions_so_and_computes_the_same_step_nearly():
-    from metabook.models import use_channels_last
-    from metabook.protonets import PrototypicalNetwork
-    from metabook.training import meta_step
+    from metabook_learn.models import use_channels_last
+    from metabook_learn.protonets import PrototypicalNetwork
+    from metabook_learn.training import meta_step
 
     def protonet():
         torch.manual_seed(0)
@@ -398,7 +398,7 @@ def test_a_checkpoint_from_before_a_configuration_field_existed_resumes_with_its
 
 
 def test_the_meta_learning_rate_halves_on_schedule_and_adam_uses_it():
-    from metabook.training import make_optimizer, meta_step, outer_learning_rate
+    from metabook_learn.training import make_optimizer, meta_step, outer_learning_rate
 
     config = tiny_config(algorithm="protonet", meta_lr=0.01, meta_lr_halving_every=2)
     assert [outer_learning_rate(config, t) for t in range(5)] == [0.01, 0.01, 0.005, 0.005, 0.0025]

@@ -1,0 +1,149 @@
+"""Episodic learners: methods that solve a task in one forward pass, with no inner gradient steps.
+
+MAML adapts to a task with gradient steps (:mod:`metabook_learn.inner_loop`).
+Prototypical Networks average embeddings, R2-D2 solves a ridge regression in
+closed form, a neural process encodes the context set; each turns a task's
+support set into predictions on its query set in one differentiable
+computation. Such a learner is an ``nn.Module`` whose ``forward`` is one
+*episode*::
+
+    loss, query_outputs = model(support_x, support_y, query_x, query_y)
+
+``support_x [S, ...]``, ``support_y [S]`` (labels) or ``[S, 1]`` (targets),
+``query_x [Q, ...]``, ``query_y`` like ``support_y``. ``loss`` is the
+episode's training loss (a scalar: cross-entropy on the query set, or a
+neural process's negative ELBO); ``query_outputs`` are its predictions:
+logits ``[Q, N]`` for classification, predictive means ``[Q, 1]`` for
+regression, which :func:`metabook_learn.evaluation.per_task_scores` scores like
+MAML's. Every such model sets the class attribute ``episodic = True``.
+
+Meta-training is then ordinary training on episodes: the update direction is
+the gradient of the mean episode loss over a meta-batch,
+
+    θ ← θ − β ∇θ (1/T) Σ_i L_i(θ)
+
+computed here task by task with the same two strategies as MAML
+(:func:`metabook_learn.inner_loop.over_tasks`): a Python loop, or ``torch.func.vmap``.
+:func:`metabook_learn.training.train` and :func:`metabook_learn.evaluation.evaluate` use
+these functions for every episodic model, so a new method only writes its
+``forward``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metabook_learn.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tasks, resolve_strategy, task_tensors
+from metabook_learn.methods import Step
+
+__all__ = ["is_episodic", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
+           "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP"]
+
+
+def is_episodic(model: nn.Module) -> bool:
+    """Whether ``model.forward`` is one episode (``episodic = True``) rather than a network on inputs."""
+    return bool(getattr(model, "episodic", False))
+
+
+def _check_episodic(model: nn.Module) -> None:
+    if not is_episodic(model):
+        raise TypeError(f"{type(model).__name__} is not an episodic learner: its forward must take "
+                        "(support_x, support_y, query_x, query_y) and return (loss, query_outputs), and "
+                        "the class must set episodic = True (see metabook_learn.episodic)")
+
+
+@dataclass
+class EpisodeGradient:
+    """``params``: ∇θ of the mean episode loss over the batch; ``loss``: that mean;
+    ``outputs``: every task's query outputs ``[T, Q, ...]``; ``strategy``: how tasks ran."""
+
+    params: Params
+    loss: torch.Tensor
+    outputs: torch.Tensor
+    strategy: str
+
+
+def task_episode_gradient(model: nn.Module, differentiate: Callable, params: Params,
+                          support_x, support_y, query_x, query_y):
+    """∇θ of one episode's loss, the loss, and its query outputs."""
+
+    def episode_loss(params: Params):
+        loss, outputs = functional_call(model, params, (support_x, support_y, query_x, query_y))
+        return loss, outputs.detach()
+
+    grads, loss, outputs = differentiate(episode_loss, params, create_graph=False)
+    return grads, loss, outputs
+
+
+def episode_gradient(model: nn.Module, params: Params, tasks, strategy: str = "auto") -> EpisodeGradient:
+    """The meta-gradient of an episodic learner: the mean over tasks of ∇θ of each episode's loss.
+
+    ``tasks``: a ``TaskBatch``, ``SinusoidTasks`` or anything with
+    ``support_x [T, S, ...]``, ``support_y``, ``query_x [T, Q, ...]``, ``query_y``.
+    """
+    _check_episodic(model)
+    params = {name: p.detach() for name, p in params.items()}
+    support_x, support_y, query_x, query_y = task_tensors(tasks)
+    strategy = resolve_strategy(strategy, support_x.device)
+    differentiate = DIFFERENTIATE[strategy]
+    grads, losses, outputs = over_tasks(
+        lambda *args: task_episode_gradient(model, differentiate, *args),
+        (params,),
+        (support_x, support_y, query_x, query_y),
+        strategy,
+    )
+    return EpisodeGradient({name: g.mean(0) for name, g in grads.items()}, losses.mean(), outputs, strategy)
+
+
+def episode_outputs(model: nn.Module, params: Params, tasks, strategy: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate: ``(query outputs [T, Q, ...], mean episode loss)`` of every task, no gradient kept."""
+    _check_episodic(model)
+    support_x, support_y, query_x, query_y = task_tensors(tasks)
+    strategy = resolve_strategy(strategy, support_x.device)
+
+    def episode(params, sx, sy, qx, qy):
+        loss, outputs = functional_call(model, params, (sx, sy, qx, qy))
+        return loss, outputs
+
+    with torch.no_grad():
+        losses, outputs = over_tasks(episode, ({n: p.detach() for n, p in params.items()},),
+                                     (support_x, support_y, query_x, query_y), strategy)
+    return outputs, losses.mean()
+
+
+# ── What every episodic method hands metabook_learn.methods ────────────────────────
+
+
+def episodic_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
+    """One meta-batch of an episodic learner: ∇θ of the mean episode loss, that loss, and the query accuracy.
+
+    The accuracy is ``None`` for regression (real-valued ``query_y``). ``lrs`` is unused.
+    """
+    g = episode_gradient(model, params, tasks, config.strategy)
+    accuracy = None if tasks.query_y.is_floating_point() else (g.outputs.argmax(-1) == tasks.query_y).float().mean()
+    return Step(g.params, None, g.loss, accuracy)
+
+
+def episodic_outputs(model: nn.Module, params: Params, tasks, inner: InnerLoop | None, lrs: Params | None,
+                     strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation: ``(query outputs [T, Q, ...], mean episode loss)``; ``inner`` and ``lrs`` are unused."""
+    return episode_outputs(model, params, tasks, strategy)
+
+
+def check_episodic_config(config) -> None:
+    """An episodic learner has no inner loop, so none of its flags."""
+    if config.head_only or config.learn_lrs or config.first_order:
+        raise ValueError(f"{config.algorithm} has no inner loop: head_only, learn_lrs and first_order "
+                         "belong to the gradient-based algorithms")
+
+
+# The TrainConfig settings an episodic learner has no use for, and why (metabook_learn.methods.Method.unused_fields).
+NO_INNER_LOOP = {
+    ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps", "first_order",
+     "outer_step_size", "outer_step_size_final"):
+        "{name} solves each task in one forward pass, with no inner loop and Adam steps of --meta-lr",
+}

@@ -1,0 +1,201 @@
+"""Reptile (Nichol, Achiam & Schulman, 2018): move the initialization toward each task's solution.
+
+For every task i of a meta-batch, train from φ for k steps, then step toward
+where training went:
+
+    W_i = U^k_τi(φ)                          k gradient steps on task i (inner_loop.fine_tune)
+    φ ← φ + ε (1/n) Σ_i (W_i − φ)            Algorithm 2; with n = 1 task, Algorithm 1
+
+No derivative flows through the inner steps. :func:`reptile_direction` returns
+φ − mean_i W_i in the place of a gradient, so plain SGD with learning rate ε
+performs exactly the update above, and any other optimizer (Adam, a schedule
+for ε) can be used on it as well.
+
+The inner steps are those of the inner loop every method of the book shares:
+SGD on the whole support set by default, or, as in the paper's Omniglot and
+mini-ImageNet experiments, Adam with β1 = 0 on minibatches
+(``InnerLoop(optimizer="adam", batch_size=...)``). As in the authors' code
+(openai/supervised-reptile, ``_mini_batches``), each task's support set is
+shuffled on its own for its minibatches, a new shuffle for every pass over
+it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
+different label counts. The authors' code kept Adam's moments from one task
+to the next; here they restart with every task.
+Evaluation is :func:`~metabook_learn.inner_loop.adapt`, the same as MAML's: fine-tune on the support set,
+predict the query set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from metabook_learn.inner_loop import (
+    DIFFERENTIATE,
+    Adaptation,
+    InnerLoop,
+    Params,
+    adapt,
+    fine_tune,
+    over_tasks,
+    resolve_strategy,
+    stacked_network,
+)
+from metabook_learn.maml import build_maml_network
+from metabook_learn.methods import Method, Preset, Step, inner_loop, register
+
+__all__ = ["ReptileStep", "task_minibatches", "task_weights", "reptile_direction", "adapt", "Adaptation",
+           "reptile_step", "reptile_optimizer", "reptile_step_size", "REPTILE"]
+
+
+@dataclass
+class ReptileStep:
+    """``direction``: φ − mean_i W_i per parameter, to be used as a gradient.
+    ``strategy``: how the tasks ran (``"loop"`` or ``"vmap"``)."""
+
+    direction: Params
+    strategy: str
+
+
+def task_minibatches(num_tasks: int, num_rows: int, batch_size: int, steps: int, device=None) -> torch.Tensor:
+    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order: ``[num_tasks, steps · batch_size]``.
+
+    As ``_mini_batches`` of openai/supervised-reptile (without replacement):
+    shuffle the task's ``num_rows`` examples, deal them out in minibatches, and
+    shuffle again whenever they run out, a minibatch spanning two passes when
+    ``batch_size`` does not divide ``num_rows``. Every task draws its own
+    shuffles from torch's global generator on the CPU, outside any vmap, so
+    every strategy sees the same rows and a checkpoint (which saves that
+    generator) resumes them exactly.
+    """
+    passes = -(-steps * batch_size // num_rows)  # ceiling division
+    orders = [torch.cat([torch.randperm(num_rows) for _ in range(passes)])[:steps * batch_size]
+              for _ in range(num_tasks)]
+    return torch.stack(orders).to(device)
+
+
+def task_weights(
+    model: nn.Module,
+    inner: InnerLoop,
+    differentiate: Callable,
+    params: Params,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+) -> Params:
+    """W_i: the parameters after ``inner.steps`` SGD steps on one task's support set ``[S, ...]``."""
+    return fine_tune(model, params, support_x, support_y, inner, differentiate=differentiate)
+
+
+def reptile_direction(
+    model: nn.Module,
+    params: Params,
+    tasks,
+    inner: InnerLoop,
+    strategy: str = "auto",
+) -> ReptileStep:
+    """φ − (1/n) Σ_i W_i for the n tasks of a batch (their support sets ``[n, S, ...]``).
+
+    ``tasks``: anything with ``support_x [n, S, ...]`` and ``support_y [n, S]``
+    (its query set is not used). With ``torch.optim.SGD(lr=ε)``::
+
+        step = reptile_direction(model, params, tasks, inner)
+        set_gradients(params, step.direction)  # metabook_learn.inner_loop.set_gradients
+        optimizer.step()                       # φ ← φ + ε (mean_i W_i − φ)
+    """
+    params = {name: p.detach() for name, p in params.items()}
+    strategy = resolve_strategy(strategy, tasks.support_x.device, stacks=True)
+    support_x, support_y = tasks.support_x, tasks.support_y
+    num_tasks, num_rows = support_y.shape[:2]
+    if inner.batch_size is not None and inner.batch_size < num_rows:
+        # Lay each task's minibatches out one after the other; the inner loop then takes them in order.
+        rows = task_minibatches(num_tasks, num_rows, inner.batch_size, inner.steps, support_x.device)
+        support_x = torch.stack([x[r] for x, r in zip(support_x, rows)])
+        support_y = torch.stack([y[r] for y, r in zip(support_y, rows)])
+        inner = replace(inner, shuffle=False)
+    # No derivative flows through Reptile's inner steps: they are first order by definition.
+    network, sgd_steps = stacked_network(strategy, model, replace(inner, first_order=True))
+    differentiate = DIFFERENTIATE[strategy]
+    weights = over_tasks(
+        lambda *args: task_weights(network, sgd_steps, differentiate, *args),
+        (params,),
+        (support_x, support_y),
+        strategy,
+    )
+    return ReptileStep({name: params[name] - weights[name].mean(0) for name in params}, strategy)
+
+
+# ── Reptile as a metabook method (metabook_learn.methods) ──────────────────────────
+
+
+def reptile_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
+    """One meta-batch of Reptile: the direction φ − mean_i W_i, and no metrics (Reptile uses no query set)."""
+    return Step(reptile_direction(model, params, tasks, inner_loop(config), config.strategy).direction,
+                None, None, None)
+
+
+def reptile_optimizer(config, params: Params, lrs: Params | None) -> torch.optim.Optimizer:
+    """SGD of step ε along φ − mean W: exactly φ ← φ + ε (mean W − φ), Reptile's update."""
+    return torch.optim.SGD(params.values(), lr=config.outer_step_size)
+
+
+def reptile_step_size(config, step: int) -> float:
+    """Reptile's ε at ``step`` (0-based): constant, or annealed linearly to ``outer_step_size_final``.
+
+    As in Nichol et al.'s code: with ``f = step / steps``, ε = (1 − f) ε_0 + f ε_final.
+    """
+    if config.outer_step_size_final is None:
+        return config.outer_step_size
+    done = step / config.steps
+    return (1 - done) * config.outer_step_size + done * config.outer_step_size_final
+
+
+def check_reptile(config) -> None:
+    """Reptile has no ANIL head-only or Meta-SGD rates."""
+    if config.head_only or config.learn_lrs:
+        raise ValueError("Reptile moves every parameter toward the adapted weights with a fixed inner "
+                         "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
+
+
+_SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
+           "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
+           "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
+# The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
+_MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
+                      inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
+                      outer_step_size_final=0.0, steps=100_000)
+PRESETS = {
+    ("omniglot", "5-way"): Preset(
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
+             eval_inner_steps=50, meta_batch=5,
+             outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _SOURCE),
+    ("omniglot", "20-way"): Preset(
+        dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=5e-4, inner_steps=10, inner_batch_size=20,
+             eval_inner_steps=50, meta_batch=5,
+             outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _SOURCE),
+    ("mini-imagenet", ""): Preset(_MINI_IMAGENET, _SOURCE),
+    ("cifar-fs", ""): Preset(
+        _MINI_IMAGENET, "Reptile's mini-ImageNet values (the paper has no CIFAR-FS experiment)"),
+    ("sinusoid", ""): Preset(
+        dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
+             meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
+        "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
+}
+
+REPTILE = register(Method(
+    name="reptile",
+    description="Reptile (Nichol et al., 2018): move the initialization toward each task's adapted weights",
+    build=build_maml_network,  # Reptile's experiments use MAML's networks
+    step=reptile_step,
+    optimizer=reptile_optimizer,
+    learning_rate=reptile_step_size,
+    check=check_reptile,
+    implies=("first_order",),
+    unused_fields={
+        ("first_order",): "Reptile never differentiates through its inner loop",
+        ("meta_lr", "meta_lr_halving_every"):
+            "Reptile's outer step is --outer-step-size (epsilon, annealed with --outer-step-size-final), "
+            "not --meta-lr or --meta-lr-halving-every",
+    },
+    presets=PRESETS,
+), origin=__name__)
