@@ -77,7 +77,8 @@ DEFAULT_ALGORITHM = "maml"  # TrainConfig's default, and the command line's
 FEW_SHOT_DATA_SETS = ("omniglot", "sinusoid", "mini-imagenet", "cifar-fs")  # what the command line trains on
 # The package's own methods: each of these modules registers its methods when imported, in this order.
 PACKAGE_METHOD_MODULES = ("metabook_learn.maml", "metabook_learn.reptile", "metabook_learn.protonets", "metabook_learn.r2d2",
-                          "metabook_learn.neural_processes", "metabook_learn.mldg", "metabook_learn.in_context")
+                          "metabook_learn.neural_processes", "metabook_learn.mldg", "metabook_learn.in_context",
+                          "metabook_learn.protomaml")
 
 
 class Step(NamedTuple):

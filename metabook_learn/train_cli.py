@@ -389,8 +389,9 @@ def add_parser(subparsers) -> None:
                "--steps 2000 --validate-every 500 --checkpoint runs/maml.pt\n"
                "          python -m metabook_learn train --algorithm protonet --data omniglot --ways 5 "
                "--checkpoint runs/protonet.pt   (60-way training episodes, validated 5-way)\n"
-               "          python -m metabook_learn train --method examples/protomaml.py:PROTOMAML --data omniglot "
-               "--steps 200 --checkpoint runs/protomaml.pt   (a method defined outside the package)",
+               "          python -m metabook_learn train --method my_protomaml.py:PROTOMAML --data omniglot "
+               "--steps 200 --checkpoint runs/my-protomaml.pt   (a method in a file of your own: see the book's "
+               "\"Add your own method\")",
         formatter_class=formatter,
     )
     train.add_argument("--algorithm", default=DEFAULT_ALGORITHM, metavar="NAME",

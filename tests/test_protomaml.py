@@ -1,7 +1,8 @@
-"""ProtoMAML (examples/protomaml.py), a method written outside the package: its head, its meta-gradient, and
-training and evaluation through the protocol, the API and the command line."""
+"""ProtoMAML (metabook_learn/protomaml.py): its head, its meta-gradient, and training and evaluation through the
+protocol, the API and the command line; and a copy of its file outside the package, as book/add-your-own-method.md
+makes one, trained and evaluated as a method of one's own."""
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,22 @@ from metabook_learn.cli import main
 from metabook_learn.inner_loop import InnerLoop, parameters_of, predict
 from metabook_learn.models import ConvNet
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "protomaml.py"
-SPEC = f"{EXAMPLE}:PROTOMAML"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_FILE = ROOT / "metabook_learn" / "protomaml.py"
 
 
 @pytest.fixture(scope="module")
 def protomaml():
-    method = methods.load(SPEC)
-    return method, sys.modules[method.step.__module__]  # the example's module, as load() imported it
+    return methods.get("protomaml"), importlib.import_module("metabook_learn.protomaml")
+
+
+def copy_outside(folder: Path, name: str | None = "my-protomaml") -> str:
+    """What the page does: copy the method's file, give the copy its own name; its ``--method`` spec."""
+    copy = folder / "my_protomaml.py"
+    text = PACKAGE_FILE.read_text()
+    assert text.count('name="protomaml"') == 1
+    copy.write_text(text if name is None else text.replace('name="protomaml"', f'name="{name}"'))
+    return f"{copy}:PROTOMAML"
 
 
 def tiny_network(module, seed: int = 0):
@@ -30,10 +39,23 @@ def tiny_network(module, seed: int = 0):
     return module.ProtoMAMLNetwork(embedding, WAYS).double()
 
 
-def test_loading_registers_it_under_its_name_with_its_file_as_origin(protomaml):
-    method, _ = protomaml
-    assert methods.get("protomaml") is method and methods.origin("protomaml") == SPEC
-    assert methods.load(SPEC) is method  # loading twice is harmless
+def test_it_is_one_of_the_package_methods(protomaml):
+    method, module = protomaml
+    assert "protomaml" in methods.names() and methods.origin("protomaml") == "metabook_learn.protomaml"
+    assert method is module.PROTOMAML
+
+
+def test_a_copy_outside_the_package_registers_under_its_own_name_and_only_so(tmp_path, protomaml):
+    # Each test registers its copy under a name of its own: one process holds one method per name.
+    spec = copy_outside(tmp_path, "copied-protomaml")
+    copy = methods.load(spec)
+    assert methods.get("copied-protomaml") is copy and methods.origin("copied-protomaml") == spec
+    assert methods.get("protomaml") is protomaml[0]  # the package's own is untouched
+    assert methods.load(spec) is copy  # loading twice is harmless
+    (tmp_path / "unrenamed").mkdir()
+    unrenamed = copy_outside(tmp_path / "unrenamed", name=None)
+    with pytest.raises(ValueError, match="a method named 'protomaml' is already registered.*give yours another name"):
+        methods.load(unrenamed)
 
 
 def test_the_head_starts_as_the_prototypical_classifier_in_closed_form(protomaml):
@@ -149,18 +171,22 @@ class _Movable:
         return self
 
 
-def test_it_trains_and_evaluates_from_the_command_line(capsys, tmp_path, real_mirror, real_cache, monkeypatch,
-                                                       protomaml):
+@pytest.mark.parametrize("outside", [False, True], ids=["package", "a-copy-outside"])
+def test_it_trains_and_evaluates_from_the_command_line(capsys, tmp_path, real_mirror, real_cache, outside):
     folders = ["--cache", str(real_cache), "--mirror", str(real_mirror), "--device", "cpu", "--no-progress"]
+    name = "cli-protomaml" if outside else "protomaml"
+    spec = copy_outside(tmp_path, name) if outside else None
+    chosen = ["--method", spec] if outside else ["--algorithm", "protomaml"]
     checkpoint = tmp_path / "protomaml.pt"
-    code = main(["train", "--method", SPEC, "--data", "omniglot", "--steps", "2", "--meta-batch", "2",
+    code = main(["train", *chosen, "--data", "omniglot", "--steps", "2", "--meta-batch", "2",
                  "--validate-every", "2", "--validation-tasks", "2", "--checkpoint", str(checkpoint), *folders])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "protomaml on omniglot" in out and "MAML's values" in out
+    assert f"{name} on omniglot" in out and "MAML's values" in out
     recorded = torch.load(checkpoint, weights_only=True)["method"]
-    assert recorded["name"] == "protomaml" and recorded["origin"] == SPEC
-    code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--method", SPEC, *folders])
+    assert recorded["name"] == name and recorded["origin"] == (spec or "metabook_learn.protomaml")
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", *(["--method", spec] if outside else []),
+                 *folders])
     out, err = capsys.readouterr()
     assert code == 0, err
     evaluation = json.loads(checkpoint.with_suffix(".test.json").read_text())["evaluation"]
@@ -187,14 +213,18 @@ def test_first_order_keeps_the_path_through_the_prototypes_and_both_strategies_a
     assert not torch.allclose(steps["loop"].direction[conv], second.direction[conv])  # first order differs
 
 
-def test_the_python_on_the_page_runs(real_mirror, real_cache, monkeypatch, capsys):
-    """book/add-your-own-method.md's Python block, run as written but for fewer steps and test tasks."""
-    page = (EXAMPLE.parent.parent / "book" / "add-your-own-method.md").read_text()
+def test_the_commands_and_the_python_on_the_page_run(real_mirror, real_cache, monkeypatch, capsys, tmp_path):
+    """book/add-your-own-method.md: its copy-and-rename commands, then its Python block, run as written but for
+    fewer steps and test tasks, in a fresh folder."""
+    page = (ROOT / "book" / "add-your-own-method.md").read_text()
+    assert "cp \"$(python -c 'import metabook_learn.protomaml as m; print(m.__file__)')\" my_protomaml.py" in page
+    assert """sed -i 's/name="protomaml"/name="my-protomaml"/' my_protomaml.py""" in page
+    copy_outside(tmp_path)  # the same two commands, in Python
     (code,) = [block.split("```")[0] for block in page.split("```python\n")[1:]]
     quick = code.replace("steps=300", "steps=2").replace("meta_batch=8", "meta_batch=2").replace(
         "result.eval_inner,", "result.eval_inner, num_tasks=4,")
     assert quick.count("steps=2") == 1 and "num_tasks=4" in quick
-    monkeypatch.chdir(EXAMPLE.parent.parent)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("METABOOK_DATA", str(real_cache))
     monkeypatch.setenv("METABOOK_MIRROR", str(real_mirror))
     exec(compile(quick, "add-your-own-method.md", "exec"), {})

@@ -24,14 +24,15 @@ initialization, which depends on θ through the prototypes. With
 MAML), but the path through the prototypes is kept, as in the paper's
 fo-Proto-MAML.
 
-This file is a complete metabook method outside the package: the network,
-one task's meta-gradient, the batch's, evaluation, and the
-:class:`metabook_learn.methods.Method` that registers it. Train it with
+This file is a complete metabook method: the network, one task's
+meta-gradient, the batch's, evaluation, and the
+:class:`metabook_learn.methods.Method` that registers it. It was written
+outside the package first, as ``book/add-your-own-method.md`` shows how to
+write a method of your own, and then joined the package's methods. Train it with
 
-    python -m metabook_learn train --method examples/protomaml.py:PROTOMAML --data omniglot --steps 1000
+    python -m metabook_learn train --algorithm protomaml --data omniglot --steps 1000
 
-or, in Python, ``metabook_learn.methods.load("examples/protomaml.py:PROTOMAML")`` and
-``TrainConfig(algorithm="protomaml")``.
+or, in Python, ``TrainConfig(algorithm="protomaml")``.
 """
 from __future__ import annotations
 
