@@ -9,9 +9,12 @@ all into :class:`ResultRow` s, :func:`markdown_table` writes the table the
 results page shows, and :func:`plot_against_training_time` draws validation
 accuracy against training time for every run that recorded its curve.
 
-What a ``±`` means here: the 95% interval of the mean over the test tasks of
-*one* training run (task-sampling noise), not the spread over training seeds;
-``seeds`` says how many runs stand behind a row.
+What a ``±`` means here: for a row of one training run (``seeds`` 1), the
+95% interval of the mean over the test tasks of that run (task-sampling
+noise), not the spread over training seeds. A results file of runs repeated
+over seeds (``scripts/seeded_comparison.py``: a ``summary`` with
+``by_method``) gives one row per method instead: the mean over its seeds and
+the 95% t-interval over seeds, which includes the spread between training runs.
 """
 from __future__ import annotations
 
@@ -74,9 +77,12 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
         results = json.loads(path.read_text())
         if results.get("smoke") or "runs" not in results:
             continue
+        if "by_method" in results.get("summary", {}):
+            rows += _seeded_rows(path.name, results)
+            continue
         for name, run in results["runs"].items():
             config, test, where = run["config"], run["test"], run["provenance"]
-            hardware = where["device_name"] + (f", {where['cpu_threads']} threads" if "cpu_threads" in where else "")
+            hardware = _hardware(where)
             rows.append(ResultRow(
                 source=path.name, run=name, method=run.get("algorithm") or config["algorithm"],
                 setting=run.get("setting") or run.get("test_setting") or config.get("dataset", ""),
@@ -84,6 +90,28 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
                 protocol=_protocol(test, config), differences=run.get("deviations_from_paper", ""),
                 seeds=len(run.get("seeds", [config.get("seed")])), steps=config["steps"], hardware=hardware,
                 training_minutes=run["training_wall_time_s"] / 60, curve=_curve(run)))
+    return rows
+
+
+def _hardware(where: dict) -> str:
+    return where["device_name"] + (f", {where['cpu_threads']} threads" if "cpu_threads" in where else "")
+
+
+def _seeded_rows(source: str, results: dict) -> list[ResultRow]:
+    """One row per method of a file of seeded runs: its mean over seeds and the t-interval over seeds."""
+    rows = []
+    for method, modes in results["summary"]["by_method"].items():
+        runs = [run for run in results["runs"].values() if run.get("method") == method]
+        headline = runs[0]["test_setting"]
+        summary = modes[headline]
+        test, config = runs[0]["test"], runs[0]["config"]
+        rows.append(ResultRow(
+            source=source, run=f"{method} (seeds {', '.join(str(run['seed']) for run in runs)})", method=method,
+            setting=runs[0]["setting"], metric=test["metric"], score=summary["mean"], ci95=summary["half_width"],
+            paper=runs[0]["paper"], protocol=_protocol(test, config) + f"; ± over {summary['seeds']} seeds",
+            differences=results.get("deviations_from_paper", ""), seeds=summary["seeds"], steps=config["steps"],
+            hardware=_hardware(runs[0]["provenance"]),
+            training_minutes=sum(run["training_wall_time_s"] for run in runs) / len(runs) / 60, curve=[]))
     return rows
 
 

@@ -61,6 +61,9 @@ MODES = ("transductive", "inductive")
 PAPER = ("no published number at this budget; at full scale: MAML 98.7 ± 0.4 (Finn et al., 2017, Table 1), "
          "ProtoNets 98.8 (Snell et al., 2017, Table 1); ProtoMAML has no Omniglot experiment "
          "(Triantafillou et al., 2020, train on Meta-Dataset)")
+DEVIATIONS = ("a short budget (steps column) instead of the papers' 60,000 meta-steps (MAML) and 20,000 episodes "
+              "(ProtoNets), no validation or early stopping; metabook's Omniglot split of Vinyals et al.'s sizes; "
+              "ProtoMAML on Omniglot with MAML's hyperparameters (its paper trains on Meta-Dataset only)")
 SCRIPT = Script(__file__, __doc__, "protomaml_comparison.json", runs=tuple(BUDGETS), test_tasks=(600, 8),
                 checkpoints="runs/comparison", smoke="3 steps per run and 8 test tasks", needs_gpu=False)
 
@@ -129,12 +132,20 @@ def summarize(results: dict) -> dict:
 
 def main(argv=None) -> int:
     parser = command_line(SCRIPT)
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: recompute the summary of the runs in --output (after merging files "
+                             "written by several processes with scripts/merge_results.py)")
     args = parser.parse_args(argv)
     device = settle(args, SCRIPT)
-    results = open_results(args, SCRIPT, protocol={"ways": WAYS, "shots": SHOTS, "queries": TEST_QUERIES,
-                                                   "test_seed": TEST_SEED, "tasks": args.test_tasks},
-                           budgets=BUDGETS)
-    test_images = load_omniglot("test", cache=args.cache, mirror=args.mirror).to(device)
+    protocol = {"ways": WAYS, "shots": SHOTS, "queries": TEST_QUERIES, "test_seed": TEST_SEED, "tasks": args.test_tasks}
+    results = open_results(args, SCRIPT, **({} if args.summarize else {"protocol": protocol}), budgets=BUDGETS,
+                           deviations_from_paper=DEVIATIONS)
+    if args.summarize:
+        args.runs = []
+        results["summary"] = summarize(results)
+        save(results, args.output)
+    else:
+        test_images = load_omniglot("test", cache=args.cache, mirror=args.mirror).to(device)
     for method in args.runs:
         get_method(method)  # an unknown name fails here, before any training
         for seed in SEEDS:
@@ -149,7 +160,7 @@ def main(argv=None) -> int:
         rows.append([pair, *(f"{100 * modes[m]['mean']:+.2f} ± {100 * modes[m]['half_width']:.2f}" for m in MODES)])
     print_table(["method or pair", *MODES], rows, args.output,
                 notes=[f"± : half-width of the 95% t-interval over {len(SEEDS)} training seeds (differences paired "
-                       f"on the same {args.test_tasks} test tasks)"])
+                       f"on the same {results['protocol']['tasks']} test tasks)"])
     return 0
 
 
