@@ -102,6 +102,20 @@ def test_a_checkpoint_records_its_method_and_one_without_the_record_still_evalua
     assert json.loads(checkpoint.with_suffix(".test.json").read_text())["evaluation"]["num_tasks"] == 4
 
 
+def test_a_checkpoint_from_before_the_import_was_renamed_still_evaluates(capsys, tmp_path):
+    """Until the import became ``metabook_learn``, checkpoints recorded origins such as ``metabook.maml``."""
+    checkpoint = sine_run(capsys, tmp_path)
+    state = load_checkpoint(checkpoint)
+    state["method"]["origin"] = "metabook.maml"
+    save_checkpoint(checkpoint, state)
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    state["method"]["origin"] = "metabook.reptile"  # another method's module is still refused
+    save_checkpoint(checkpoint, state)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--no-progress"]) == 1
+    assert "from metabook_learn.reptile, but 'maml' here comes from metabook_learn.maml" in capsys.readouterr().err
+
+
 class PosingLearner(nn.Module):
     """An episodic learner of sine waves that is not a CNP: predicts the context's mean, scaled."""
 
