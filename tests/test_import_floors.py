@@ -18,7 +18,7 @@ FLOORS = [
     {"metabook_learn.inner_loop", "metabook_learn.stacked", "metabook_learn.policy_gradient"},
     {"metabook_learn.methods", "metabook_learn.episodic", "metabook_learn.maml", "metabook_learn.reptile", "metabook_learn.protonets",
      "metabook_learn.r2d2", "metabook_learn.neural_processes", "metabook_learn.mldg", "metabook_learn.protomaml",
-     "metabook_learn.joint_training", "metabook_learn.in_context", "metabook_learn.bandit_baselines", "metabook_learn.rl2",
+     "metabook_learn.joint_training", "metabook_learn.pretrain_finetune", "metabook_learn.in_context", "metabook_learn.bandit_baselines", "metabook_learn.rl2",
      "metabook_learn.maml_rl"},
     {"metabook_learn.training", "metabook_learn.evaluation", "metabook_learn.pretrained", "metabook_learn.setups", "metabook_learn.report"},
     {"metabook_learn.cli", "metabook_learn.cli_options", "metabook_learn.train_cli", "metabook_learn.data_cli", "metabook_learn.report_cli",
