@@ -13,9 +13,9 @@ with a learned temperature s > 0 (stored as log s): without it the logits lie
 in [−1, 1] and the softmax can never become confident. Everything else is
 Prototypical Networks': the episode, the loss, the training loop. So the file
 only defines the network and the :class:`metabook_learn.methods.Method` that
-tells ``train``, ``evaluate`` and the command line how to build it; the
-episodic machinery of the package (``episodic_step``, ``episodic_outputs``)
-does the rest.
+tells ``train``, ``evaluate`` and the command line how to build it
+(``episodic_image_classifier`` fills in what every episodic image classifier
+shares); the package's episodic machinery does the rest.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import metabook_learn
-from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
-from metabook_learn.methods import Method, register
-from metabook_learn.models import IMAGE_DATA_SETS, embedding_network
+from metabook_learn.episodic import episodic_image_classifier
+from metabook_learn.methods import register
+from metabook_learn.models import embedding_network
 from metabook_learn.protonets import PRESETS, PrototypicalNetwork, prototypes
 
 
@@ -59,19 +59,9 @@ def build(config, ways: int) -> CosinePrototypes:
     return CosinePrototypes(embedding_network(config.dataset), ways, query_bn=config.query_bn)
 
 
-COSINE_PROTONET = register(Method(
-    name="cosine-protonet",
-    description="prototypes compared by cosine similarity with a learned temperature (an example method)",
-    build=build,
-    step=episodic_step,
-    outputs=episodic_outputs,
-    check=check_episodic_config,
-    episodic=True,
-    any_ways=True,
-    data_sets=IMAGE_DATA_SETS,
-    data_hint="classifies images",
-    unused_fields=NO_INNER_LOOP,
-    presets=PRESETS,  # Prototypical Networks' settings (Snell et al. 2017), which the file does not change
+COSINE_PROTONET = register(episodic_image_classifier(
+    "cosine-protonet", "prototypes compared by cosine similarity with a learned temperature (an example method)",
+    build, presets=PRESETS,  # Prototypical Networks' settings (Snell et al. 2017), which this file does not change
 ))
 
 

@@ -38,10 +38,11 @@ from torch import nn
 from torch.func import functional_call
 
 from metabook_learn.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tasks, resolve_strategy, task_tensors
-from metabook_learn.methods import Step
+from metabook_learn.methods import Method, Step
+from metabook_learn.models import IMAGE_DATA_SETS
 
 __all__ = ["is_episodic", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
-           "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP"]
+           "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP", "episodic_image_classifier"]
 
 
 def is_episodic(model: nn.Module) -> bool:
@@ -147,3 +148,18 @@ NO_INNER_LOOP = {
      "outer_step_size", "outer_step_size_final"):
         "{name} solves each task in one forward pass, with no inner loop and Adam steps of --meta-lr",
 }
+
+
+def episodic_image_classifier(name: str, description: str, build: Callable, **fields) -> Method:
+    """The :class:`~metabook_learn.methods.Method` of an episodic learner that classifies images.
+
+    What ProtoNets, R2-D2, LR-D2 and a learner of your own of that kind share:
+    the episode is the whole adaptation (:func:`episodic_step`,
+    :func:`episodic_outputs`), no inner-loop flag applies, any number of ways
+    can be tested with the weights trained at another, and the data sets are
+    the image ones. ``build(config, ways)`` makes the network; ``fields``:
+    the method's own ``presets``, ``adjust_preset``, ``preset_notes``, ...
+    """
+    return Method(name=name, description=description, build=build, step=episodic_step, outputs=episodic_outputs,
+                  check=check_episodic_config, episodic=True, any_ways=True, data_sets=IMAGE_DATA_SETS,
+                  data_hint="classifies images", unused_fields=NO_INNER_LOOP, **fields)

@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
+from metabook_learn.episodic import episodic_image_classifier
 from metabook_learn.inner_loop import QUERY_BN_MODES
-from metabook_learn.methods import Method, Preset, register
-from metabook_learn.models import IMAGE_DATA_SETS, ConvNet, embedding_network
+from metabook_learn.methods import Preset, register
+from metabook_learn.models import ConvNet, embedding_network
 
 __all__ = [
     "prototypes",
@@ -248,19 +248,8 @@ def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: i
     return values
 
 
-PROTONET = register(Method(
-    name="protonet",
-    description="Prototypical Networks (Snell et al., 2017): classify by distance to each class's mean embedding",
-    build=build_protonet,
-    step=episodic_step,
-    outputs=episodic_outputs,
-    check=check_episodic_config,
-    episodic=True,
-    any_ways=True,
-    data_sets=IMAGE_DATA_SETS,
-    data_hint="classifies images",
-    unused_fields=NO_INNER_LOOP,
-    presets=PRESETS,
-    adjust_preset=adjust_preset,
+PROTONET = register(episodic_image_classifier(
+    "protonet", "Prototypical Networks (Snell et al., 2017): classify by distance to each class's mean embedding",
+    build_protonet, presets=PRESETS, adjust_preset=adjust_preset,
     preset_notes="ProtoNets on mini-ImageNet and CIFAR-FS: --train-ways 20 for 5-shot.",
 ), origin=__name__)

@@ -57,10 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
+from metabook_learn.episodic import episodic_image_classifier
 from metabook_learn.inner_loop import QUERY_BN_MODES
 from metabook_learn.methods import Method, Preset, register
-from metabook_learn.models import IMAGE_DATA_SETS, embedding_network
+from metabook_learn.models import embedding_network
 
 __all__ = [
     "ridge_primal",
@@ -327,11 +327,8 @@ def _queries_left(name: str):
 
 def _method(name: str, description: str, build, presets) -> Method:
     images = ", ".join(f"{data} {n}" for data, n in EPISODE_IMAGES[name].items())
-    return Method(
-        name=name, description=description, build=build, step=episodic_step, outputs=episodic_outputs,
-        check=check_episodic_config, episodic=True, any_ways=True, data_sets=IMAGE_DATA_SETS,
-        data_hint="classifies images", unused_fields=NO_INNER_LOOP, presets=presets,
-        adjust_preset=_queries_left(name),
+    return episodic_image_classifier(
+        name, description, build, presets=presets, adjust_preset=_queries_left(name),
         preset_notes=f"{name}: --queries is what the training shots leave of the authors' images per class in an "
                      f"episode ({images}).",
     )
