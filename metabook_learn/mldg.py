@@ -53,6 +53,8 @@ __all__ = [
     "task_erm_gradient",
     "erm_gradient",
     "domain_accuracy",
+    "domain_gradient_cosines",
+    "gradient_alignment",
     "mldg_step",
     "erm_step",
     "ERM",
@@ -198,6 +200,48 @@ def domain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
         correct += int((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).sum())
     return correct / len(x)
+
+
+def domain_gradient_cosines(model: nn.Module, x: torch.Tensor, y: torch.Tensor, domains: torch.Tensor,
+                            sources, loss: Callable = torch.nn.functional.cross_entropy) -> torch.Tensor:
+    """Cosines between the loss gradients of the source domains at the model's parameters: ``float64 [D, D]``.
+
+    ``x [N, ...]``, ``y [N]``: examples; ``domains [N]``: each example's domain;
+    ``sources``: the D domains to compare. For each, g_d = ∇θ of the mean loss over
+    its examples (all parameters, flattened into one vector), and entry (d, e) is
+    g_d·g_e / (‖g_d‖ ‖g_e‖). This measures what MLDG's first-order expansion
+    rewards, −βα ∇F·∇G: gradients of different domains that point the same way.
+    Cosines, not inner products, because every gradient shrinks as training
+    converges. ``uint8`` images are scaled to [0, 1] as the samplers do.
+    """
+    sources = list(sources)
+    if len(sources) < 2:
+        raise ValueError(f"gradient alignment compares domains: give at least 2 source domains, got {sources}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    gradients = []
+    for d in sources:
+        keep = domains == d
+        if not bool(keep.any()):
+            raise ValueError(f"domain {d} has no examples in `domains`: pass the domains that the data contains")
+        xd = x[keep].to(device)
+        xd = xd.float().div(255) if xd.dtype == torch.uint8 else xd
+        grads = torch.autograd.grad(loss(model(xd), y[keep].to(device)), params)
+        gradients.append(torch.cat([g.reshape(-1) for g in grads]).double())
+    unit = torch.nn.functional.normalize(torch.stack(gradients), dim=1)
+    return (unit @ unit.T).cpu()
+
+
+def gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, domains: torch.Tensor, sources,
+                       loss: Callable = torch.nn.functional.cross_entropy) -> float:
+    """The mean cosine between the loss gradients of two different source domains, over all D(D − 1)/2 pairs.
+
+    Arguments as :func:`domain_gradient_cosines`. 1 when every domain's gradient points the
+    same way, 0 when they are orthogonal on average.
+    """
+    cosines = domain_gradient_cosines(model, x, y, domains, sources, loss)
+    pairs = torch.triu_indices(len(cosines), len(cosines), offset=1)
+    return cosines[pairs[0], pairs[1]].mean().item()
 
 
 # ── ERM and MLDG as metabook methods (metabook_learn.methods) ──────────────────────

@@ -52,13 +52,14 @@ deviation for plots, averaging over samples of ``z`` for the NP.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook_learn.data.sinusoid import sample_sinusoid_tasks
+from metabook_learn.data.sinusoid import AMPLITUDE_RANGE, PHASE_RANGE, sample_sinusoid_tasks
 from metabook_learn import validation
 from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
 from metabook_learn.methods import Method, Preset, register
@@ -74,6 +75,12 @@ __all__ = [
     "sample_functions",
     "interval_coverage",
     "VaryingContextSampler",
+    "GridPosterior",
+    "sinusoid_grid_posterior",
+    "grid_predictive",
+    "grid_predictive_cdf",
+    "grid_predictive_quantile",
+    "exact_interval_coverage",
 ]
 
 MIN_SIGMA = 0.1  # the floor of every standard deviation, as in DeepMind's notebooks
@@ -292,6 +299,132 @@ def interval_coverage(model: nn.Module, tasks, num_samples: int = 64,
         mean, std = predictive(model, tasks.support_x[t], tasks.support_y[t], tasks.query_x[t], num_samples, generator)
         inside.append(((tasks.query_y[t] - mean).abs() <= 2 * std).float().mean())
     return torch.stack(inside)
+
+
+# ── The exact Bayesian answer for the sine family, on a grid: what the neural processes approximate ──
+
+
+@dataclass
+class GridPosterior:
+    """p(A, φ | C) for the sine family ``y = A sin(x − φ) + ε``, ``ε ~ N(0, noise²)``, on a grid.
+
+    ``amplitude, phase, weight``: ``float64 [G]``, the grid points kept and their
+    posterior probabilities (summing to 1); ``noise``: the observation noise s
+    that the likelihood assumes.
+    """
+
+    amplitude: torch.Tensor
+    phase: torch.Tensor
+    weight: torch.Tensor
+    noise: float
+
+    def functions(self, x: torch.Tensor) -> torch.Tensor:
+        """``A_g sin(x − φ_g)`` for every grid point g at ``x [T, 1]`` (or ``[T]``): ``float64 [G, T]``.
+
+        Computed as ``A cos φ · sin x − A sin φ · cos x``: one matrix product, no sine per (g, x) pair.
+        """
+        x = x.reshape(-1).to(torch.float64)
+        coefficients = torch.stack([self.amplitude * torch.cos(self.phase), -self.amplitude * torch.sin(self.phase)], 1)
+        return coefficients @ torch.stack([torch.sin(x), torch.cos(x)])
+
+
+def sinusoid_grid_posterior(context_x: torch.Tensor, context_y: torch.Tensor, noise: float,
+                            points_per_axis: int = 200, drop_below: float = 40.0) -> GridPosterior:
+    """Bayes' rule on a grid: the posterior over (A, φ) given one task's context ``[C, 1]``, ``[C, 1]``.
+
+    The prior is the task family's, uniform on ``AMPLITUDE_RANGE`` × ``PHASE_RANGE``,
+    represented by the midpoints of a ``points_per_axis`` × ``points_per_axis`` grid of
+    equal cells. The likelihood is Gaussian with standard deviation ``noise``:
+
+        log w_g = −Σ_i (y_i − A_g sin(x_i − φ_g))² / (2 s²) + const,   w = softmax(log w)
+
+    (with C = 0 the weights are uniform: the prior). Points whose log weight is more
+    than ``drop_below`` below the largest are dropped; together they hold less than
+    ``G e^(−drop_below)`` of the probability. Computed in float64.
+    """
+    noise = _positive("noise", noise, "the observation noise s of the likelihood, e.g. 0.1")
+    points_per_axis = validation.count("points_per_axis", points_per_axis)
+    _check_shapes(context_x, context_y, context_x)
+    n = points_per_axis
+    midpoints = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    amplitudes = AMPLITUDE_RANGE[0] + (AMPLITUDE_RANGE[1] - AMPLITUDE_RANGE[0]) * midpoints
+    phases = PHASE_RANGE[0] + (PHASE_RANGE[1] - PHASE_RANGE[0]) * midpoints
+    amplitude, phase = (t.flatten() for t in torch.meshgrid(amplitudes, phases, indexing="ij"))
+    grid = GridPosterior(amplitude, phase, torch.full_like(amplitude, 1.0 / n ** 2), noise)
+    if context_x.shape[0] == 0:
+        return grid
+    residual = context_y.reshape(1, -1).to(torch.float64) - grid.functions(context_x)   # [G, C]
+    log_w = -(residual ** 2).sum(-1) / (2 * noise ** 2)
+    keep = log_w > log_w.max() - drop_below
+    return GridPosterior(amplitude[keep], phase[keep], torch.softmax(log_w[keep], 0), noise)
+
+
+def _positive(name: str, value, meaning: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0 ({meaning}), got {value}")
+    return value
+
+
+def grid_predictive(posterior: GridPosterior, target_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of p(y | x, C) at ``target_x [T, 1]``: each ``float64 [T, 1]``.
+
+    The predictive is the mixture Σ_g w_g N(A_g sin(x − φ_g), s²): its mean is the
+    Bayes-optimal prediction under squared error, its variance
+    Σ_g w_g f_g(x)² − mean² + s².
+    """
+    f = posterior.functions(target_x)                                    # [G, T]
+    mean = posterior.weight @ f
+    variance = posterior.weight @ f ** 2 - mean ** 2 + posterior.noise ** 2
+    return mean.view(-1, 1), variance.clamp_min(posterior.noise ** 2).sqrt().view(-1, 1)
+
+
+def grid_predictive_cdf(posterior: GridPosterior, target_x: torch.Tensor, target_y: torch.Tensor) -> torch.Tensor:
+    """P(Y ≤ y | x, C) = Σ_g w_g Φ((y − A_g sin(x − φ_g)) / s) at ``target_x, target_y [T, 1]``: ``float64 [T, 1]``.
+
+    y lies inside the central interval of probability p exactly when this value lies in
+    [(1 − p)/2, (1 + p)/2]; over tasks drawn from the prior (with the assumed noise), it is
+    uniform on [0, 1], which is what calibration means.
+    """
+    z = (target_y.reshape(1, -1).to(torch.float64) - posterior.functions(target_x)) / posterior.noise
+    return (posterior.weight @ (0.5 * torch.special.erfc(-z / math.sqrt(2)))).view(-1, 1)
+
+
+def grid_predictive_quantile(posterior: GridPosterior, target_x: torch.Tensor, probability: float,
+                             iterations: int = 50) -> torch.Tensor:
+    """The ``probability`` quantile of p(y | x, C) at ``target_x [T, 1]``, by bisection on the CDF: ``[T, 1]``."""
+    probability = validation.probability("probability", probability)
+    f = posterior.functions(target_x)
+    low = (f.min(0).values - 10 * posterior.noise).view(-1, 1)
+    high = (f.max(0).values + 10 * posterior.noise).view(-1, 1)
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        below = grid_predictive_cdf(posterior, target_x, middle) < probability
+        low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+    return (low + high) / 2
+
+
+def exact_interval_coverage(tasks, noise: float, points_per_axis: int = 200,
+                            level: float = math.erf(2 / math.sqrt(2))) -> dict[str, torch.Tensor]:
+    """Per task, the fraction of query points inside the exact posterior predictive's intervals.
+
+    ``tasks``: sine-wave tasks (``support_x [T, C, 1]`` … ``query_y [T, Q, 1]``). Returns
+    ``float64 [T]`` tensors: ``"two_sigma"``, inside the predictive mean ± 2 standard
+    deviations (the rule :func:`interval_coverage` applies to the models), ``"central"``,
+    inside the central interval of probability ``level`` (95.45%, the Gaussian ±2σ's), and
+    ``"mse"``, the squared error of the predictive mean, averaged over the query points.
+    """
+    level = validation.probability("level", level)
+    results: dict[str, list[torch.Tensor]] = {"two_sigma": [], "central": [], "mse": []}
+    for t in range(tasks.query_x.shape[0]):
+        posterior = sinusoid_grid_posterior(tasks.support_x[t], tasks.support_y[t], noise, points_per_axis)
+        x, y = tasks.query_x[t], tasks.query_y[t].to(torch.float64)
+        mean, std = grid_predictive(posterior, x)
+        cdf = grid_predictive_cdf(posterior, x, y)
+        results["two_sigma"].append(((y - mean).abs() <= 2 * std).double().mean())
+        results["central"].append(((cdf >= (1 - level) / 2) & (cdf <= (1 + level) / 2)).double().mean())
+        results["mse"].append(((y - mean) ** 2).mean())
+    return {name: torch.stack(values) for name, values in results.items()}
 
 
 class VaryingContextSampler:

@@ -11,7 +11,8 @@ from fixtures_data import skip_without
 from metabook_learn.data.domains import DomainBatchSampler
 from metabook_learn.evaluation import confidence_interval
 from metabook_learn.inner_loop import InnerLoop, parameters_of, set_gradients
-from metabook_learn.mldg import domain_accuracy, erm_gradient, mldg_gradient, split_domains
+from metabook_learn.mldg import (domain_accuracy, domain_gradient_cosines, erm_gradient, gradient_alignment,
+                                  mldg_gradient, split_domains)
 from metabook_learn.models import MLP
 from metabook_learn.training import TrainConfig, train
 
@@ -281,3 +282,34 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
     assert results["summary"]["erm"]["held_out"]["75"]["seeds"] == 1
     assert (tmp_path / "checkpoints" / "mldg-75-seed0.pt").is_file()
     assert script.main(arguments) == 0, "a second call resumes from the finished checkpoints"
+
+
+def test_gradient_cosines_match_the_closed_form_gradient_of_a_linear_softmax_model():
+    """For logits W x + b, ∇W of the mean cross-entropy is mean((softmax − onehot) xᵀ), ∇b mean(softmax − onehot)."""
+    x, y, domains = domain_data()
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 3).double()
+    sources = [0, 2, 3, 4]
+    with torch.no_grad():
+        by_hand = []
+        for d in sources:
+            xd, yd = x[domains == d], y[domains == d]
+            error = torch.softmax(model(xd), -1) - F.one_hot(yd, 3).double()          # [n, 3]
+            by_hand.append(torch.cat([(error.T @ xd / len(xd)).reshape(-1), error.mean(0)]))
+    expected = torch.tensor([[float(a @ b / (a.norm() * b.norm())) for b in by_hand] for a in by_hand],
+                            dtype=torch.float64)
+    cosines = domain_gradient_cosines(model, x, y, domains, sources)
+    torch.testing.assert_close(cosines, expected, rtol=1e-10, atol=1e-12)
+    pairs = [expected[i, j].item() for i in range(4) for j in range(i + 1, 4)]
+    assert abs(gradient_alignment(model, x, y, domains, sources) - sum(pairs) / len(pairs)) < 1e-12
+
+
+def test_gradient_alignment_is_one_for_identical_domains_and_refuses_bad_sources():
+    x, y, domains = domain_data()
+    copies = torch.cat([x[domains == 1]] * 3), torch.cat([y[domains == 1]] * 3)
+    labels = torch.arange(3).repeat_interleave(PER_DOMAIN)                       # three identical domains
+    assert abs(gradient_alignment(tiny_net(), *copies, labels, [0, 1, 2]) - 1) < 1e-12
+    with pytest.raises(ValueError, match="at least 2 source domains"):
+        gradient_alignment(tiny_net(), x, y, domains, [0])
+    with pytest.raises(ValueError, match="domain 7 has no examples"):
+        gradient_alignment(tiny_net(), x, y, domains, [0, 7])

@@ -1,18 +1,20 @@
 """Neural processes (metabook_learn.neural_processes), checked against definitions written out independently."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
 from meta_fixtures import loop_and_vmap_episode_gradients
-from metabook_learn.data.sinusoid import sample_sinusoid_tasks
+from metabook_learn.data.sinusoid import AMPLITUDE_RANGE, PHASE_RANGE, sample_sinusoid_tasks
 from metabook_learn.episodic import episode_gradient, episode_outputs
 from metabook_learn.evaluation import evaluate
 from metabook_learn.inner_loop import parameters_of
 from metabook_learn.neural_processes import (ConditionalNeuralProcess, NeuralProcess, VaryingContextSampler, aggregate,
-                                       gaussian_kl, gaussian_nll, interval_coverage, predictive,
-                                       sample_functions)
+                                       exact_interval_coverage, gaussian_kl, gaussian_nll, grid_predictive,
+                                       grid_predictive_cdf, grid_predictive_quantile, interval_coverage, predictive,
+                                       sample_functions, sinusoid_grid_posterior)
 from metabook_learn.training import TrainConfig, train
 
 SMALL = dict(encoder=(16, 16), decoder=(16,))
@@ -209,3 +211,89 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_scri
         assert run["config"]["steps"] == 3 and run["provenance"]["torch"] == torch.__version__
         assert ("coverage_2sigma" in run["tests"]["5"]) == (name != "maml")
         assert (tmp_path / "checkpoints" / f"sinusoid-{name}.pt").is_file()
+
+
+# ── The exact posterior predictive of the sine family on a grid ──
+
+def _brute_force_predictive(context, target_x, target_y, noise, n):
+    """Bayes' rule written out point by point with ``math``: the same midpoint grid, a double loop."""
+    (low_a, high_a), (low_p, high_p) = AMPLITUDE_RANGE, PHASE_RANGE
+    points, log_weights = [], []
+    for i in range(n):
+        for j in range(n):
+            a = low_a + (high_a - low_a) * (i + 0.5) / n
+            p = low_p + (high_p - low_p) * (j + 0.5) / n
+            points.append((a, p))
+            log_weights.append(sum(-(y - a * math.sin(x - p)) ** 2 / (2 * noise ** 2) for x, y in context))
+    top = max(log_weights)
+    weights = [math.exp(w - top) for w in log_weights]
+    weights = [w / sum(weights) for w in weights]
+    means, variances, cdfs = [], [], []
+    for x, y in zip(target_x, target_y):
+        f = [a * math.sin(x - p) for a, p in points]
+        mean = sum(w * v for w, v in zip(weights, f))
+        means.append(mean)
+        variances.append(sum(w * v * v for w, v in zip(weights, f)) - mean ** 2 + noise ** 2)
+        cdfs.append(sum(w * 0.5 * (1 + math.erf((y - v) / (noise * math.sqrt(2)))) for w, v in zip(weights, f)))
+    return means, variances, cdfs
+
+
+@pytest.mark.parametrize("context_size", [0, 1, 3])
+def test_grid_posterior_predictive_matches_a_brute_force_double_loop(context_size):
+    cx, cy, tx, ty = one_task(seed=4, context=context_size, targets=6)
+    noise, n = 0.7, 9
+    posterior = sinusoid_grid_posterior(cx, cy, noise, points_per_axis=n)
+    mean, std = grid_predictive(posterior, tx)
+    cdf = grid_predictive_cdf(posterior, tx, ty)
+    means, variances, cdfs = _brute_force_predictive(list(zip(cx[:, 0].tolist(), cy[:, 0].tolist())),
+                                                     tx[:, 0].tolist(), ty[:, 0].tolist(), noise, n)
+    torch.testing.assert_close(mean[:, 0], torch.tensor(means, dtype=torch.float64), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(std[:, 0] ** 2, torch.tensor(variances, dtype=torch.float64), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(cdf[:, 0], torch.tensor(cdfs, dtype=torch.float64), rtol=1e-9, atol=1e-10)
+    assert abs(posterior.weight.sum().item() - 1) < 1e-12
+
+
+def test_grid_posterior_with_one_point_is_that_gaussian_and_quantiles_invert_the_cdf():
+    cx, cy, tx, _ = one_task(seed=1, context=4, targets=5)
+    posterior = sinusoid_grid_posterior(cx, cy, noise=0.3, points_per_axis=1)   # the single point A = 2.55, φ = π/2
+    f = 2.55 * torch.sin(tx - math.pi / 2)
+    mean, std = grid_predictive(posterior, tx)
+    torch.testing.assert_close(mean, f, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(std, torch.full_like(f, 0.3), rtol=1e-12, atol=1e-12)
+    upper = grid_predictive_quantile(posterior, tx, 0.975)
+    torch.testing.assert_close(upper, f + 0.3 * math.sqrt(2) * torch.special.erfinv(torch.tensor(0.95, dtype=torch.float64)), rtol=0, atol=1e-9)
+    wide = sinusoid_grid_posterior(cx[:1], cy[:1], noise=0.3, points_per_axis=20)   # a multimodal mixture
+    for p in (0.1, 0.5, 0.9):
+        q = grid_predictive_quantile(wide, tx, p)
+        torch.testing.assert_close(grid_predictive_cdf(wide, tx, q), torch.full_like(q, p), rtol=0, atol=1e-9)
+
+
+def test_with_no_context_the_grid_predictive_mean_is_the_family_average():
+    x = torch.linspace(-5, 5, 11, dtype=torch.float64).view(-1, 1)
+    prior = sinusoid_grid_posterior(x[:0], x[:0], noise=0.1, points_per_axis=200)
+    mean, _ = grid_predictive(prior, x)
+    # E[A sin(x − φ)] = E[A] · E[sin(x − φ)] = 2.55 · (−2/π) cos x for A ~ U[0.1, 5], φ ~ U[0, π]
+    torch.testing.assert_close(mean, -2 / math.pi * 2.55 * torch.cos(x), rtol=0, atol=1e-4)
+
+
+def test_the_exact_predictive_is_calibrated_when_its_noise_model_is_true():
+    """Tasks drawn from the grid prior with the assumed noise: the central 95% interval covers 95% of new points."""
+    g = torch.Generator().manual_seed(0)
+    n, noise, num_tasks = 12, 0.5, 3000
+    (low_a, high_a), (low_p, high_p) = AMPLITUDE_RANGE, PHASE_RANGE
+    amplitude = low_a + (high_a - low_a) * (torch.randint(n, (num_tasks,), generator=g) + 0.5) / n
+    phase = low_p + (high_p - low_p) * (torch.randint(n, (num_tasks,), generator=g) + 0.5) / n
+    x = 10 * torch.rand(num_tasks, 3, 1, generator=g, dtype=torch.float64) - 5
+    y = amplitude.view(-1, 1, 1) * torch.sin(x - phase.view(-1, 1, 1)) + noise * torch.randn(x.shape, generator=g,
+                                                                                              dtype=torch.float64)
+    batch = SimpleNamespace(support_x=x[:, :2], support_y=y[:, :2], query_x=x[:, 2:], query_y=y[:, 2:])
+    covered = exact_interval_coverage(batch, noise, points_per_axis=n, level=0.95)["central"].mean().item()
+    assert abs(covered - 0.95) < 0.02, covered   # a binomial standard error of 0.004 over 3000 tasks
+
+
+def test_grid_posterior_refuses_bad_noise_and_grid_sizes():
+    cx, cy, _, _ = one_task()
+    with pytest.raises(ValueError, match="noise must be a finite number > 0"):
+        sinusoid_grid_posterior(cx, cy, noise=0.0)
+    with pytest.raises(ValueError, match="points_per_axis"):
+        sinusoid_grid_posterior(cx, cy, noise=0.1, points_per_axis=0)
