@@ -28,7 +28,7 @@ def joint_training(model: nn.Module, sampler, steps: int, tasks_per_step: int, l
     """Train ``model`` in place on the support sets of ``steps`` batches of ``tasks_per_step`` tasks.
 
     ``sampler.sample(n)``: ``support_x [n, S, ...]``, ``support_y [n, S, ...]``
-    (a :class:`metabook_learn.data.SinusoidSampler`, say). The network sees every
+    (a :class:`metabook_learn.data.sinusoid.SinusoidSampler`, say). The network sees every
     task's points as one batch ``[n, S, ...]``; there is no inner loop. Returns
     the training loss of every step.
     """

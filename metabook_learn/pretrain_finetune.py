@@ -47,7 +47,7 @@ from metabook_learn.models import ConvNet
 
 __all__ = ["class_batch", "pretrain", "with_new_head", "FINE_TUNING"]
 
-# The new head at test time: 100 full-batch steps on the support set, the body fixed.
+#: How the new head is fitted at test time, 100 full-batch gradient steps on the support set with the body fixed.
 FINE_TUNING = InnerLoop(steps=100, lr=0.5, head_only=True, first_order=True)
 
 
