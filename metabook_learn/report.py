@@ -57,7 +57,7 @@ def _protocol(test: dict, config: dict) -> str:
     queries = test.get("protocol", {}).get("queries", config.get("queries"))
     parts = [f"{test['num_tasks']} tasks"]
     if test["metric"] == "accuracy" and queries:
-        parts.append(f"{queries} queries/class")
+        parts.append(f"{queries} {'query' if queries == 1 else 'queries'}/class")
     if test.get("query_bn", "none") != "none":
         parts.append(f"{test['query_bn']} BN")
     if test.get("inner_steps"):

@@ -21,7 +21,7 @@ def test_every_run_becomes_a_row_and_smoke_files_are_skipped(tmp_path):
     write_results(tmp_path, "smoke.json", smoke=True)
     (row,) = result_rows(tmp_path)
     assert (row.run, row.method, row.score, row.seeds, row.steps) == ("maml-5way-1shot", "maml", 0.98, 1, 10_000)
-    assert row.protocol == "600 tasks, 1 queries/class, transductive BN, 3 test steps"
+    assert row.protocol == "600 tasks, 1 query/class, transductive BN, 3 test steps"
     assert row.curve == [(2.0, 0.9)] and row.training_minutes == 10.0
 
 
