@@ -73,7 +73,7 @@ dimension T) directly, which :func:`meta_train` uses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,9 @@ from torch import nn
 
 from metabook_learn import validation
 from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
+from metabook_learn.data.samplers import ShuffledOrder
 from metabook_learn.methods import Method, Preset, register
+from metabook_learn.models import IMAGE_DATA_SETS, embedding_network
 
 __all__ = [
     "attention_mask",
@@ -171,7 +173,7 @@ class InContextTransformer(nn.Module):
     network that maps one task's images ``[n, C, H, W]`` to features
     ``[n, x_dim]`` (e.g. :func:`metabook_learn.protonets.omniglot_embedding`); the
     support and query images of a task are embedded in one batch. Train a
-    classifier on support sets in random order (:class:`ShuffledOrder`):
+    classifier on support sets in random order (:class:`~metabook_learn.data.samplers.ShuffledOrder`):
     ``NWayKShotSampler`` lists them label by label, and the causal model
     would learn to read a label off its position.
 
@@ -496,30 +498,6 @@ def errors_by_context_size(predict, tasks, normalize: bool = True) -> torch.Tens
     return torch.stack(errors, dim=1) / (xs.shape[-1] if normalize else 1)
 
 
-class ShuffledOrder:
-    """A sampler whose tasks list their support examples in a random order, a new one for every task.
-
-    ``metabook_learn.data.NWayKShotSampler`` lists an episode's support examples
-    class by class, label 0 first. A permutation-invariant learner does not
-    care; a causal sequence model does: the position of an example would
-    tell it the label, and it could learn that shortcut instead of reading
-    the labels. ``sample(T)`` draws from ``sampler`` and permutes each task's
-    support set (``support_x``, ``support_y`` along dimension 1) with the
-    wrapper's own generator; the query set is left as it is.
-    """
-
-    def __init__(self, sampler, seed: int = 0):
-        self.sampler = sampler
-        self.num_ways = getattr(sampler, "num_ways", None)
-        self.generator = torch.Generator().manual_seed(validation.count("seed", seed, minimum=0))
-
-    def sample(self, num_tasks: int):
-        tasks = self.sampler.sample(num_tasks)
-        order = torch.rand(tasks.support_y.shape[:2], generator=self.generator).argsort(dim=1)  # [T, S]
-        rows = torch.arange(order.shape[0])[:, None]
-        return replace(tasks, support_x=tasks.support_x[rows, order], support_y=tasks.support_y[rows, order])
-
-
 # ── Training ─────────────────────────────────────────────────────────────────
 
 
@@ -559,10 +537,22 @@ def meta_train(model: nn.Module, sampler, steps: int, meta_batch: int, lr: float
 
 
 def build_transformer(config, ways: int) -> InContextTransformer:
-    """The chapter's in-context learner of sine waves: width 64, 4 layers, 4 heads (``ways`` is unused)."""
-    return InContextTransformer(1, width=64, depth=4, heads=4)
+    """The chapter's in-context learner: width 64, 4 layers, 4 heads.
+
+    Sine waves: it reads the points themselves (``ways`` is unused). Images: it
+    reads MAML's conv body's features of each image (the same body as the
+    other methods) with the one-hot labels of the support set, ``ways`` classes.
+    """
+    if config.dataset == "sinusoid":
+        return InContextTransformer(1, width=64, depth=4, heads=4)
+    body = embedding_network(config.dataset)
+    return InContextTransformer(body.num_features, ways=ways, width=64, depth=4, heads=4, embedding=body)
 
 
+_SINE_SOURCE = ("the book's choice (no paper trains a transformer on MAML's sine waves): "
+                "scripts/full_scale_in_context.py's settings")
+_IMAGE_SOURCE = ("the book's choice (SNAIL, Mishra et al. 2018, is the closest published model): "
+                 "scripts/full_scale_in_context.py's Omniglot settings, without its gradient clipping")
 TRANSFORMER = register(Method(
     name="transformer",
     description="in-context learning: a causal transformer reads the support set and predicts the queries",
@@ -571,13 +561,12 @@ TRANSFORMER = register(Method(
     outputs=episodic_outputs,
     check=check_episodic_config,
     episodic=True,
-    data_sets=("sinusoid",),
-    # Images need support sets in random order (ShuffledOrder), which the command line's samplers do not give yet.
-    data_hint="reads sine waves from the command line; for images use metabook_learn.in_context.ShuffledOrder from Python",
+    shuffled_support=True,  # NWayKShotSampler lists support sets label by label: the position would give the label
+    data_sets=("sinusoid", *IMAGE_DATA_SETS),
+    data_hint="reads sine waves, or images with their labels",
     unused_fields=NO_INNER_LOOP,
-    presets={("sinusoid", ""): Preset(
-        dict(shots=20, queries=20, meta_batch=64, meta_lr=1e-3, steps=10_000),
-        "the book's choice (no paper trains a transformer on MAML's sine waves): "
-        "scripts/full_scale_in_context.py's settings")},
+    presets={("sinusoid", ""): Preset(dict(shots=20, queries=20, meta_batch=64, meta_lr=1e-3, steps=10_000),
+                                      _SINE_SOURCE),
+             **{(data, ""): Preset(dict(queries=15, meta_batch=32, meta_lr=1e-3, steps=20_000), _IMAGE_SOURCE)
+                for data in IMAGE_DATA_SETS}},
 ), origin=__name__)
-

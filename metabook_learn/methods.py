@@ -21,6 +21,8 @@ field                  what training, evaluation and the command line use it for
 ``implies``            the ``TrainConfig`` flags its name stands for (fomaml: first_order)
 ``episodic``           its network's forward is an episode (:mod:`metabook_learn.episodic`)
 ``any_ways``           its weights serve any number of ways (``train_ways``)
+``shuffled_support``   it reads a support set in order, so image tasks come shuffled
+                       (:class:`~metabook_learn.data.samplers.ShuffledOrder`)
 ``domains``            it trains on batches of source domains (:mod:`metabook_learn.mldg`)
 ``data_sets``          the data sets it learns from the command line, and ``data_hint``
 ``unused_fields``      the ``TrainConfig`` settings it has no use for, and why
@@ -150,6 +152,7 @@ class Method:
     implies: tuple[str, ...] = ()
     episodic: bool = False
     any_ways: bool = False
+    shuffled_support: bool = False
     domains: bool = False
     varying_context: bool = False
     data_sets: tuple[str, ...] = FEW_SHOT_DATA_SETS

@@ -56,7 +56,7 @@ def make_sampler(config: TrainConfig, split: str, seed: int, device, cache=None,
     neural process, a context of 0 to ``train_shots`` points, drawn anew for
     every batch) rather than the validation and test tasks (``ways``, ``shots``).
     """
-    from metabook_learn.data import NWayKShotSampler, SinusoidSampler
+    from metabook_learn.data import NWayKShotSampler, ShuffledOrder, SinusoidSampler
     from metabook_learn.neural_processes import VaryingContextSampler
 
     shots = config.support_shots if training else config.shots
@@ -68,4 +68,6 @@ def make_sampler(config: TrainConfig, split: str, seed: int, device, cache=None,
             return VaryingContextSampler(shots, config.queries, min_context=0, seed=seed)
         return SinusoidSampler(shots, config.queries, seed)
     images = _load_split(config.dataset, split, cache, mirror).to(device)
-    return NWayKShotSampler(images, config.training_ways if training else config.ways, shots, config.queries, seed)
+    sampler = NWayKShotSampler(images, config.training_ways if training else config.ways, shots, config.queries, seed)
+    # A sequence model would read a label off its position in NWayKShotSampler's class-by-class order.
+    return ShuffledOrder(sampler, seed) if get_method(config.algorithm).shuffled_support else sampler

@@ -294,7 +294,7 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, load_scri
 
 
 def test_shuffled_order_permutes_each_support_set_and_keeps_its_pairs():
-    from metabook_learn.in_context import ShuffledOrder
+    from metabook_learn.data import ShuffledOrder
 
     inner = LinearRegressionSampler(2, 6, 3, seed=5)
     tasks = LinearRegressionSampler(2, 6, 3, seed=5).sample(4)
@@ -329,6 +329,41 @@ def test_the_transformer_trains_and_evaluates_through_the_command_line(tmp_path,
                  "--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]) == 0
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--tasks", "4", "--no-progress"]) == 0
     assert "transformer on sinusoid test: MSE" in capsys.readouterr().out
-    assert main(["train", "--algorithm", "transformer", "--data", "omniglot", "--steps", "1",
-                 "--checkpoint", str(tmp_path / "x.pt")]) == 1
-    assert "ShuffledOrder" in capsys.readouterr().err
+
+
+def test_the_samplers_of_a_sequence_model_shuffle_support_sets_and_resume_exactly(real_mirror, real_cache):
+    from metabook_learn.data import NWayKShotSampler, ShuffledOrder
+    from metabook_learn.setups import make_sampler
+    from metabook_learn.training import TrainConfig
+
+    def sampler(algorithm):
+        config = TrainConfig(algorithm=algorithm, dataset="omniglot", device="cpu")
+        return make_sampler(config, "val", 3, "cpu", real_cache, real_mirror, training=True)
+
+    assert isinstance(sampler("transformer"), ShuffledOrder) and isinstance(sampler("protonet"), NWayKShotSampler)
+    shuffled = sampler("transformer")
+    shuffled.sample(2)
+    state = shuffled.state_dict()
+    expected = shuffled.sample(3)
+    again = sampler("transformer")
+    again.load_state_dict(state)
+    resumed = again.sample(3)
+    assert torch.equal(resumed.support_x, expected.support_x) and torch.equal(resumed.support_y, expected.support_y)
+    assert not all(torch.equal(row, row.sort().values) for row in expected.support_y)  # not class by class
+
+
+def test_the_transformer_reads_images_from_the_command_line_and_resumes_bit_for_bit(tmp_path, capsys, real_mirror,
+                                                                                    real_cache):
+    from metabook_learn.cli import main
+
+    folders = ["--cache", str(real_cache), "--mirror", str(real_mirror), "--device", "cpu", "--no-progress"]
+    common = ["train", "--algorithm", "transformer", "--data", "omniglot", "--meta-batch", "2", "--queries", "2",
+              "--validate-every", "0", *folders]
+    assert main([*common, "--steps", "4", "--checkpoint", str(tmp_path / "straight.pt")]) == 0
+    assert main([*common, "--steps", "2", "--checkpoint", str(tmp_path / "cut.pt")]) == 0
+    assert main([*common, "--steps", "4", "--checkpoint", str(tmp_path / "cut.pt"), "--resume"]) == 0
+    straight, cut = (torch.load(tmp_path / name, weights_only=True)["model"] for name in ("straight.pt", "cut.pt"))
+    for name, weights in straight.items():
+        assert torch.equal(weights, cut[name]), name
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "straight.pt"), "--tasks", "4", *folders]) == 0
+    assert "transformer on omniglot test: accuracy" in capsys.readouterr().out

@@ -5,12 +5,13 @@ from metabook_learn.data.samplers import (
     EpisodeComposition,
     MetaDatasetSampler,
     NWayKShotSampler,
+    ShuffledOrder,
     meta_dataset_statistics,
 )
 
 __all__ = ["SinusoidTasks", "SinusoidSampler", "sample_sinusoid_tasks"]
 __all__ += ["Task", "TaskBatch", "stack_tasks"]
-__all__ += ["NWayKShotSampler", "MetaDatasetSampler", "EpisodeComposition", "meta_dataset_statistics"]
+__all__ += ["NWayKShotSampler", "ShuffledOrder", "MetaDatasetSampler", "EpisodeComposition", "meta_dataset_statistics"]
 
 # Data set loaders (each module's docstring describes its protocol and file formats).
 from metabook_learn.data.classes import ClassImages

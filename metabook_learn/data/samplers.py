@@ -26,7 +26,7 @@ and ``state_dict()`` / ``load_state_dict()`` resume the stream from a checkpoint
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,6 +35,7 @@ from metabook_learn.data.tasks import Task, TaskBatch
 from metabook_learn import validation
 
 __all__ = [
+    "ShuffledOrder",
     "choose_classes",
     "choose_images",
     "load_images",
@@ -403,3 +404,43 @@ def meta_dataset_statistics(sampler: MetaDatasetSampler, num_episodes: int) -> d
         "support_size": torch.tensor([c.support_size for c in compositions]),
         "shots": torch.cat([c.shots.cpu() for c in compositions]),
     }
+
+
+class ShuffledOrder:
+    """A sampler whose tasks list their support examples in a random order, a new one for every task.
+
+    ``NWayKShotSampler`` lists an episode's support examples
+    class by class, label 0 first. A permutation-invariant learner does not
+    care; a causal sequence model does: the position of an example would
+    tell it the label, and it could learn that shortcut instead of reading
+    the labels. ``sample(T)`` draws from ``sampler`` and permutes each task's
+    support set (``support_x``, ``support_y`` along dimension 1) with the
+    wrapper's own generator; the query set is left as it is.
+    """
+
+    def __init__(self, sampler, seed: int = 0):
+        self.sampler = sampler
+        self.num_ways = getattr(sampler, "num_ways", None)
+        self.generator = torch.Generator().manual_seed(validation.count("seed", seed, minimum=0))
+
+    @property
+    def num_shots(self):
+        return getattr(self.sampler, "num_shots", None)
+
+    @property
+    def num_queries(self):
+        return getattr(self.sampler, "num_queries", None)
+
+    def sample(self, num_tasks: int):
+        tasks = self.sampler.sample(num_tasks)
+        order = torch.rand(tasks.support_y.shape[:2], generator=self.generator).argsort(dim=1)  # [T, S]
+        rows = torch.arange(order.shape[0])[:, None]
+        return replace(tasks, support_x=tasks.support_x[rows, order], support_y=tasks.support_y[rows, order])
+
+    def state_dict(self) -> dict:
+        """The wrapped sampler's state and the shuffling generator's: a checkpoint resumes the same episodes."""
+        return {"sampler": self.sampler.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.generator.set_state(state["generator"])
