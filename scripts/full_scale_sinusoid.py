@@ -27,6 +27,7 @@ minutes (``--device cpu``), and the results record where they ran.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -71,9 +72,15 @@ def mse_after(model, shots: int, steps: int, step_size: float, num_tasks: int, s
 
 
 def tuned_step_size(model, shots: int) -> float:
-    """The step size of ``STEP_SIZES`` with the lowest MSE after 10 steps on the validation sine waves."""
+    """The step size of ``STEP_SIZES`` with the lowest MSE after 10 steps on the validation sine waves.
+
+    A step size whose fine-tuning diverges (a NaN or infinite MSE) is never chosen; if all diverge, it says so.
+    """
     errors = {lr: mse_after(model, shots, 10, lr, VALIDATION_TASKS, VALIDATION_SEED).mean for lr in STEP_SIZES}
-    return min(errors, key=errors.get)
+    finite = {lr: error for lr, error in errors.items() if math.isfinite(error)}
+    if not finite:
+        raise FloatingPointError(f"fine-tuning diverged at every step size {STEP_SIZES} (K = {shots})")
+    return min(finite, key=finite.get)
 
 
 def adaptation_scores(model, args, step_sizes: dict[int, float]) -> dict:

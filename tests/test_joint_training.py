@@ -45,3 +45,20 @@ def test_the_full_scale_sine_wave_script_runs_in_smoke_mode(tmp_path, load_scrip
     assert {t["step_size"] for t in results["runs"]["pretrained"]["tests"].values()} <= set(script.STEP_SIZES)
     assert {t["step_size"] for t in results["runs"]["maml"]["tests"].values()} == {0.01}
     assert (tmp_path / "checkpoints" / "sinusoid-maml.pt").is_file()
+
+
+def test_a_step_size_whose_fine_tuning_diverges_is_never_chosen(load_script, monkeypatch):
+    import math
+    from types import SimpleNamespace
+
+    import pytest
+
+    script = load_script("full_scale_sinusoid")
+    sizes = script.STEP_SIZES
+    # The largest step diverges; NaN compares False with everything, so a plain min() could return it.
+    errors = {lr: (math.nan if lr == max(sizes) else 1.0 + lr) for lr in sizes}
+    monkeypatch.setattr(script, "mse_after", lambda model, shots, steps, lr, tasks, seed: SimpleNamespace(mean=errors[lr]))
+    assert script.tuned_step_size(None, 5) == min(sizes)
+    errors.update({lr: math.inf for lr in sizes})
+    with pytest.raises(FloatingPointError, match="diverged at every step size"):
+        script.tuned_step_size(None, 5)
