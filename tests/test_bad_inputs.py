@@ -916,7 +916,7 @@ HEADER = """# What was tried: bad inputs and faults, and what the user sees
 
 Each row is one wrong thing a user can do, or one fault, and the test that checks the answer. Every bad input
 ends in an exception of a documented type (`TypeError`, `ValueError`, `RuntimeError` and its subclasses
-`TrainingDiverged` and `CheckpointInUse`, `DataError`, `CannotWrite`) or, on the command line, a non-zero exit
+`TrainingDiverged` and `CheckpointInUse`, `FloatingPointError`, `DataError`, `CannotWrite`) or, on the command line, a non-zero exit
 status (2: a bad option, 1: a request that cannot be carried out) with one line on stderr and no traceback, and
 no half-written file is left behind.
 
