@@ -552,7 +552,7 @@ def build_transformer(config, ways: int) -> InContextTransformer:
 _SINE_SOURCE = ("the book's choice (no paper trains a transformer on MAML's sine waves): "
                 "scripts/full_scale_in_context.py's settings")
 _IMAGE_SOURCE = ("the book's choice (SNAIL, Mishra et al. 2018, is the closest published model): "
-                 "scripts/full_scale_in_context.py's Omniglot settings, without its gradient clipping")
+                 "scripts/full_scale_in_context.py's Omniglot settings")
 TRANSFORMER = register(Method(
     name="transformer",
     description="in-context learning: a causal transformer reads the support set and predicts the queries",
@@ -565,8 +565,8 @@ TRANSFORMER = register(Method(
     data_sets=("sinusoid", *IMAGE_DATA_SETS),
     data_hint="reads sine waves, or images with their labels",
     unused_fields=NO_INNER_LOOP,
-    presets={("sinusoid", ""): Preset(dict(shots=20, queries=20, meta_batch=64, meta_lr=1e-3, steps=10_000),
-                                      _SINE_SOURCE),
-             **{(data, ""): Preset(dict(queries=15, meta_batch=32, meta_lr=1e-3, steps=20_000), _IMAGE_SOURCE)
-                for data in IMAGE_DATA_SETS}},
+    presets={("sinusoid", ""): Preset(dict(shots=20, queries=20, meta_batch=64, meta_lr=1e-3, steps=10_000,
+                                           clip_grad_norm=1.0), _SINE_SOURCE),
+             **{(data, ""): Preset(dict(queries=15, meta_batch=32, meta_lr=1e-3, steps=20_000, clip_grad_norm=1.0),
+                                   _IMAGE_SOURCE) for data in IMAGE_DATA_SETS}},
 ), origin=__name__)

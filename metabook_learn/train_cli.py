@@ -86,6 +86,7 @@ def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
 # Options whose default comes from PRESETS (argparse default None = "not given").
 _PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
                    "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "meta_lr_halving_every",
+                   "clip_grad_norm",
                    "steps", "outer_step_size", "outer_step_size_final")
 
 
@@ -437,6 +438,9 @@ def add_parser(subparsers) -> None:
                        metavar="STEPS",
                        help="halve --meta-lr every STEPS steps (ProtoNets and R2-D2: 2000); default: the paper's, "
                             "or a constant rate")
+    train.add_argument("--clip-grad-norm", type=rate_type("--clip-grad-norm"), default=None, metavar="NORM",
+                       help="rescale the update direction when its norm exceeds NORM (the in-context transformer: "
+                            "1); default: the preset's, or no clipping")
     train.add_argument("--meta-lr", type=rate_type("--meta-lr"), default=None,
                        help="Adam's learning rate beta for the meta-update, or for the episodic learners' "
                             "episode loss (not for Reptile)")

@@ -159,6 +159,10 @@ class TrainConfig:
     ``meta_lr``: Adam's learning rate β (every algorithm but Reptile);
     ``meta_lr_halving_every``: halve it every that many steps, as the code of
     Prototypical Networks and R2-D2 does every 2,000 episodes (``None``: constant).
+    ``clip_grad_norm``: rescale the update direction of θ when its norm (over
+    all parameters) exceeds this, as :func:`torch.nn.utils.clip_grad_norm_`
+    does (the in-context learner's preset clips at 1, as Garg et al.'s GPT-2
+    training does); ``None``: no clipping.
     ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
     linearly to this value over ``steps`` (``None``: constant ε).
     ``steps``: meta-steps. ``query_bn``: ``"transductive"`` or
@@ -206,6 +210,7 @@ class TrainConfig:
     eval_inner_steps: int = 3
     meta_lr: float = 1e-3
     meta_lr_halving_every: int | None = None
+    clip_grad_norm: float | None = None
     steps: int = 60_000
     first_order: bool = False
     head_only: bool = False
@@ -242,6 +247,8 @@ class TrainConfig:
         for name in ("inner_lr", "meta_lr", "outer_step_size", "outer_step_size_final", "mldg_beta"):
             if getattr(self, name) is not None:
                 validation.rate(name, getattr(self, name), zero_ok=True)
+        if self.clip_grad_norm is not None:
+            validation.rate("clip_grad_norm", self.clip_grad_norm)
         if self.train_ways is not None and (self.train_ways < 1 or not method.episodic):
             raise ValueError(f"train_ways={self.train_ways} needs a positive number and an episodic classifier "
                              f"({', '.join(method_names(episodic=True))}): a network's head fixes its number of ways")
@@ -364,6 +371,8 @@ def meta_step(
     stop_if_diverged(config, step, loss, direction, lr_grads)
     optimizer.zero_grad(set_to_none=True)
     set_gradients(params, direction)
+    if config.clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(list(params.values()), config.clip_grad_norm)
     if lrs is not None:
         set_gradients(lrs, lr_grads)
     optimizer.step()

@@ -106,6 +106,29 @@ def test_a_maml_family_step_is_adam_on_the_meta_gradient(algorithm):
     assert result.curve[0].meta_loss is not None and result.curve[0].meta_accuracy is not None
 
 
+def test_clipping_rescales_the_meta_gradient_before_adam_steps():
+    """clip_grad_norm=c: Adam steps on g·min(1, c/‖g‖), ‖g‖ over all parameters; checked by hand for 2 steps."""
+    clip = 1e-3  # far below the meta-gradient's norm, so every step is clipped
+    config, data = tiny_config(algorithm="maml", steps=2, meta_lr=0.01, clip_grad_norm=clip), tiny_images()
+    model = tiny_convnet()
+    train(config, model, NWayKShotSampler(data, WAYS, 1, 2, seed=4), progress=False)
+
+    shadow = tiny_convnet()
+    params = parameters_of(shadow)
+    optimizer = torch.optim.Adam(params.values(), lr=0.01)
+    sampler = NWayKShotSampler(data, WAYS, 1, 2, seed=4)
+    for _ in range(2):
+        g = meta_gradient(shadow, params, sampler.sample(2), InnerLoop(steps=1, lr=0.3)).params
+        norm = torch.sqrt(sum((v ** 2).sum() for v in g.values()))
+        assert norm > clip
+        set_gradients(params, {n: v * (clip / (norm + 1e-6)) for n, v in g.items()})  # clip_grad_norm_'s formula
+        optimizer.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, params[name], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        tiny_config(clip_grad_norm=0.0)
+
+
 def sgd_by_hand(model, params, x, y, lr, steps):
     weights = {n: p.detach().clone() for n, p in params.items()}
     for _ in range(steps):
