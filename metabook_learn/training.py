@@ -160,7 +160,7 @@ class TrainConfig:
     ``meta_lr_halving_every``: halve it every that many steps, as the code of
     Prototypical Networks and R2-D2 does every 2,000 episodes (``None``: constant).
     ``clip_grad_norm``: rescale the update direction of θ when its norm (over
-    all parameters) exceeds this, as :func:`torch.nn.utils.clip_grad_norm_`
+    all parameters) exceeds this, as ``torch.nn.utils.clip_grad_norm_``
     does (the in-context learner's preset clips at 1, as Garg et al.'s GPT-2
     training does); ``None``: no clipping.
     ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
