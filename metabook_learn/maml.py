@@ -248,12 +248,17 @@ PRESETS = {
         dict(inner_lr=2.0, inner_steps=1, eval_inner_steps=3, meta_batch=32, meta_lr=1e-3, steps=60_000), _SOURCE),
     ("omniglot", "20-way"): Preset(
         dict(inner_lr=2.0, inner_steps=5, eval_inner_steps=5, meta_batch=16, meta_lr=1e-3, steps=60_000), _SOURCE),
-    ("mini-imagenet", ""): Preset(_MINI_IMAGENET, _SOURCE),
+    ("mini-imagenet", ""): Preset(
+        _MINI_IMAGENET, _SOURCE + "; meta-batch 2 for 5-shot is App. A.1's (main.py's usage line for 5-shot says "
+        "--meta_batch_size=4); 32 filters and max-pooling as main.py's --num_filters=32 --max_pool=True"),
     ("cifar-fs", ""): Preset(
         _MINI_IMAGENET, "MAML's mini-ImageNet values (the MAML paper has no CIFAR-FS experiment)"),
     ("sinusoid", ""): Preset(
         dict(shots=10, queries=10, inner_lr=0.01, inner_steps=1, eval_inner_steps=10, meta_batch=25,
-             meta_lr=1e-3, steps=70_000), "MAML Sec. 5.1 (alpha 0.01, K = 10); batch 25, 10 test steps from main.py"),
+             meta_lr=1e-3, steps=70_000),
+        "MAML Sec. 5.1 (alpha 0.01, K = 10); meta-batch 25 (--meta_batch_size default), 70,000 steps (usage line) "
+        "and 10 test steps from main.py, whose sinusoid command leaves --update_lr at its default 0.001: alpha is "
+        "the paper's"),
 }
 
 
@@ -274,7 +279,10 @@ def _method(name: str, description: str, implies: tuple[str, ...] = ()) -> Metho
                        "--outer-step-size and --outer-step-size-final are Reptile's epsilon; {name} takes Adam "
                        "steps of --meta-lr"},
         presets=PRESETS, adjust_preset=adjust_preset,
-        preset_notes="MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot.",
+        preset_notes="MAML on Omniglot: --queries equals --shots; on mini-ImageNet: --meta-batch 2 for 5-shot. "
+                     "ANIL and Meta-SGD take MAML's values, to compare the methods at equal settings: Meta-SGD "
+                     "(Li et al., 2017) has no official code and adapts in one step (abstract; --inner-steps 1 "
+                     "--eval-inner-steps 1), its learned rates start at --inner-lr here.",
     )
 
 

@@ -168,7 +168,9 @@ def check_protomaml(config) -> None:
 
 
 # The ProtoMAML paper trains on Meta-Dataset only: on these data sets it runs with MAML's values.
-PRESETS = {key: Preset(values, f"MAML's values (the ProtoMAML paper has no experiment on {key[0]}): {source}")
+PRESETS = {key: Preset(values, f"MAML's values (the ProtoMAML paper has no fixed N-way K-shot experiment on "
+                               f"{key[0]}: it trains and tests on Meta-Dataset's episodes of varying ways and "
+                               f"shots): {source}")
            for key, (values, source) in MAML_PRESETS.items() if key[0] in IMAGE_DATA_SETS}
 
 PROTOMAML = register(Method(

@@ -282,7 +282,11 @@ class LRD2(_ClosedFormHead):
 
 
 def build_r2d2(config, ways: int) -> R2D2:
-    """MAML's conv body for ``config.dataset`` as the embedding; λ learned from 1, α from 10."""
+    """MAML's conv body for ``config.dataset`` as the embedding; λ learned from 1, α from 10.
+
+    The authors' scripts (bertinetto/r2d2) keep λ fixed at 50 and start α at 10 (Omniglot, CIFAR-FS) or
+    1e-4 (mini-ImageNet), on their wider network (fewshots/models/load_model.py: 96, 192, 384, 512 filters).
+    """
     return R2D2(embedding_network(config.dataset), ways, query_bn=config.query_bn)
 
 
@@ -291,9 +295,10 @@ def build_lrd2(config, ways: int) -> LRD2:
     return LRD2(embedding_network(config.dataset), ways, query_bn=config.query_bn)
 
 
-_SOURCE = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2): Adam lr 5e-3, halved every 2,000 "
-           "episodes; one episode per step; their training shots, "
-           "drawn from 1 to 9, are fixed here; they stop on validation, the steps are the book's")
+_SOURCE = ("the R2-D2 authors' scripts (Bertinetto et al., 2019; bertinetto/r2d2, scripts/train/experiments.sh and "
+           "conf/fewshots.yaml): Adam lr 5e-3, halved every 2,000 episodes (train.lr_decay 0.5 every 20 epochs of "
+           "100 episodes); one episode per step; their training shots, drawn from 1 to 9 (data.shot_min 1, "
+           "data.shot_max 10), are fixed here; they stop on validation, the steps are the book's")
 R2D2_PRESETS = {
     ("omniglot", ""): Preset(
         dict(train_ways=60, meta_batch=1, meta_lr=5e-3, meta_lr_halving_every=2_000, steps=20_000), _SOURCE),

@@ -157,9 +157,13 @@ def check_reptile(config) -> None:
                          "learning rate: head_only and learn_lrs belong to ANIL and Meta-SGD")
 
 
-_SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README: inner "
-           "Adam (beta1 = 0), lr 0.001 (0.0005 for 20-way), on minibatches; its moments restart with every task "
-           "here, and evaluation steps on the whole support set (their eval batch: 5 for 5-way, 10 for 20-way)")
+_SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README (--inner-batch, "
+           "--inner-iters, --learning-rate, --meta-step 1, --meta-step-final 0, --meta-batch 5, --meta-iters, "
+           "--train-shots, --eval-iters 50): inner Adam (beta1 = 0, models.py), lr 0.001 (0.0005 for 20-way), on "
+           "minibatches. Two differences: their Adam moments carry over from task to task (only the weights are "
+           "reset), here they restart with every task; and evaluation steps on the whole support set (their "
+           "--eval-batch: 5 for 5-way, 10 for 20-way, 15 for mini-ImageNet 5-shot). --query-bn transductive "
+           "matches their --transductive runs; their other mode classifies each query batched with the support set")
 # The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
 _MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
                       inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
@@ -179,7 +183,10 @@ PRESETS = {
     ("sinusoid", ""): Preset(
         dict(shots=10, train_shots=50, queries=10, inner_lr=0.02, inner_steps=5, eval_inner_steps=32,
              meta_batch=1, outer_step_size=0.1, outer_step_size_final=0.0, steps=30_000),
-        "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d), full-batch steps"),
+        "the Reptile authors' sine-wave demo (gist joschu/f503500cda64f2ce87c8288906b09e2d: innerstepsize 0.02, "
+        "outerstepsize0 0.1 annealed to 0, niterations 30000, 32 test steps on ntrain = 10 points); its 5 inner steps "
+        "are one epoch of minibatches of 10 of the 50 points, here 5 full-batch steps, and MAML's 1-40-40-1 ReLU "
+        "network and sine waves (phase in [0, pi]) replace its 1-64-64-1 tanh network (phase in [0, 2 pi])"),
 }
 
 REPTILE = register(Method(
