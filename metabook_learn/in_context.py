@@ -550,7 +550,7 @@ def build_transformer(config, ways: int) -> InContextTransformer:
 
 
 _SINE_SOURCE = ("the book's choice (no paper trains a transformer on MAML's sine waves): "
-                "scripts/full_scale_in_context.py's settings, without its gradient clipping")
+                "scripts/full_scale_in_context.py's settings, its gradient clipping at 1 included")
 _IMAGE_SOURCE = ("the book's choice (SNAIL, Mishra et al. 2018, is the closest published model): "
                  "scripts/full_scale_in_context.py's Omniglot settings")
 TRANSFORMER = register(Method(
