@@ -21,7 +21,8 @@ from full_scale_common import ROOT, save, schema_problems  # noqa: E402
 def results_file(script: str, folder: Path) -> Path:
     """``folder/<name>.json`` for ``scripts/full_scale_X.py``, the name read from the script's ``Script(...)``."""
     source = (ROOT / script).read_text()
-    name = re.search(r'Script\(__file__, __doc__, "([^"]+)"', source)
+    # Script(__file__, __doc__, "x.json", ...) or Script(file=__file__, doc=__doc__, results="x.json", ...)
+    name = re.search(r'Script\((?:__file__, __doc__, |[^)]*?\bresults=)"([^"]+)"', source, flags=re.DOTALL)
     if name is None:
         raise SystemExit(f"{script} declares no results file")
     return folder / name.group(1)

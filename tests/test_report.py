@@ -86,3 +86,14 @@ def test_merging_results_keeps_the_other_runs_and_refuses_smoke_files(tmp_path, 
     (out / "a.json").write_text(json.dumps(first))
     with pytest.raises(SystemExit, match="--smoke"):
         merge.main([str(out / "a.json")], folder=folder)
+
+
+def test_merging_finds_every_full_scale_script_s_results_file(load_script):
+    from pathlib import Path
+
+    merge = load_script("merge_results")
+    scripts = sorted(Path(merge.ROOT, "scripts").glob("full_scale_*.py")) + [Path(merge.ROOT, "scripts", "seeded_comparison.py")]
+    names = {script.name: merge.results_file(f"scripts/{script.name}", Path("results")).name
+             for script in scripts if script.name != "full_scale_common.py"}
+    assert names["full_scale_meta_rl.py"] == "meta_rl.json" and names["seeded_comparison.py"] == "protomaml_comparison.json"
+    assert all(name.endswith(".json") for name in names.values()), names
