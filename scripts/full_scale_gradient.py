@@ -19,7 +19,7 @@ maml-5way-1shot            6,000  98.7 ± 0.4 (Finn et al., 2017, Table 1), 60,0
 maml-5way-1shot-alpha0.4   6,000  the same, with α = 0.4 on the *mean* support loss
 maml-20way-1shot          10,000  95.8 ± 0.3 (Finn et al., 2017), 60,000 steps
 fomaml-5way-1shot         10,000  98.3 ± 0.5 (Finn et al., 2017)
-reptile-5way-1shot        30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 1, transduction), 100,000
+reptile-5way-1shot        30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 2, transduction), 100,000
 ========================  ======  ==========================================================
 
 **What α means.** The paper's α = 0.4 (5-way) is a step on the reference
@@ -89,7 +89,7 @@ RUNS = (
     Run("maml-20way-1shot", "maml", 20, 10_000, "95.8 ± 0.3 (Finn et al., 2017, Table 1)"),
     Run("fomaml-5way-1shot", "fomaml", 5, 10_000, "98.3 ± 0.5 (Finn et al., 2017, Table 1)"),
     Run("reptile-5way-1shot", "reptile", 5, 30_000,
-        "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv version, Table 1, transduction)"),
+        "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv versions, Table 2, transduction)"),
 )
 SCRIPT = Script(__file__, __doc__, "gradient_based.json", runs=tuple(r.name for r in RUNS),
                 smoke="3 meta-steps and 10 test tasks per run", needs_gpu=False)
