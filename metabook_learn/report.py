@@ -83,12 +83,15 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
         for name, run in results["runs"].items():
             config, test, where = run["config"], run["test"], run["provenance"]
             hardware = _hardware(where)
+            seeds = run.get("seeds", [config.get("seed")])  # a list of seeds, or (meta-RL) their number
             rows.append(ResultRow(
-                source=path.name, run=name, method=run.get("algorithm") or config["algorithm"],
+                source=path.name, run=name,
+                method=run.get("algorithm") or config.get("algorithm") or name.split("-")[0],  # meta-RL: "rl2-n10"
                 setting=run.get("setting") or run.get("test_setting") or config.get("dataset", ""),
                 metric=test["metric"], score=test["mean"], ci95=test["ci95"], paper=run["paper"],
                 protocol=_protocol(test, config), differences=run.get("deviations_from_paper", ""),
-                seeds=len(run.get("seeds", [config.get("seed")])), steps=config["steps"], hardware=hardware,
+                seeds=seeds if isinstance(seeds, int) else len(seeds),
+                steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
                 training_minutes=run["training_wall_time_s"] / 60, curve=_curve(run)))
     return rows
 

@@ -97,3 +97,16 @@ def test_merging_finds_every_full_scale_script_s_results_file(load_script):
              for script in scripts if script.name != "full_scale_common.py"}
     assert names["full_scale_meta_rl.py"] == "meta_rl.json" and names["seeded_comparison.py"] == "protomaml_comparison.json"
     assert all(name.endswith(".json") for name in names.values()), names
+
+
+def test_meta_rl_runs_become_rows_too(tmp_path):
+    run = {"test": {"metric": "regret", "num_tasks": 2000, "mean": 32.2, "ci95": 2.2, "per_seed": [31.6, 31.7, 33.2]},
+           "paper": "none copied", "config": {"arms": 5, "horizon": 100, "iterations": 1500},
+           "seeds": [0, 1, 2], "provenance": {"device_name": "a CPU", "cpu_threads": 1}, "training_wall_time_s": 60.0}
+    maml = {**run, "test": {**run["test"], "metric": "return"}, "seeds": 3, "config": {"iterations": 500}}
+    (tmp_path / "meta_rl.json").write_text(json.dumps({"script": "x", "smoke": False,
+                                                       "runs": {"rl2-n100": run, "maml-nav": maml}}))
+    rl2, nav = sorted(result_rows(tmp_path), key=lambda row: row.run, reverse=True)
+    assert (rl2.method, rl2.seeds, rl2.steps, rl2.metric) == ("rl2", 3, 1500, "regret")
+    assert (nav.method, nav.seeds, nav.steps) == ("maml", 3, 500)
+    assert "32.200 ± 2.200 (regret)" in markdown_table([rl2])
