@@ -58,6 +58,7 @@ __all__ = [
     "predict",
     "adapt_task",
     "adapt",
+    "AdamMoments",
     "over_tasks",
     "pick_strategy",
     "stacked_network",
@@ -165,6 +166,25 @@ def autograd_gradient(loss_of: Callable, inputs: Any, create_graph: bool = True)
 # ── The inner loop ───────────────────────────────────────────────────────────
 
 
+@dataclass
+class AdamMoments:
+    """The state of the inner Adam that Reptile's reference code keeps from one task to the next.
+
+    ``second``: v, name -> tensor of that parameter's shape; ``steps``: the
+    inner steps taken so far, t in the bias correction 1 − β2^t. openai/
+    supervised-reptile resets only the weights after each task, so its Adam
+    starts every task where the previous one left off; :func:`fine_tune`
+    does so when given one (and updates it), and starts from zeros otherwise.
+    """
+
+    second: Params
+    steps: int = 0
+
+    @classmethod
+    def zeros(cls, params: Params) -> "AdamMoments":
+        return cls({name: torch.zeros_like(value) for name, value in params.items()})
+
+
 def fine_tune(
     model: nn.Module,
     params: Params,
@@ -173,6 +193,7 @@ def fine_tune(
     inner: InnerLoop,
     lrs: Params | None = None,
     differentiate: Callable = func_gradient,
+    moments: AdamMoments | None = None,
 ) -> Params:
     """θ' after ``inner.steps`` gradient steps on one task's support set.
 
@@ -181,13 +202,19 @@ def fine_tune(
     ``lrs``: Meta-SGD's learning rates α, name -> tensor of that parameter's
     shape; an adapted parameter without one steps with ``inner.lr``.
     ``differentiate``: :func:`func_gradient` or :func:`autograd_gradient`.
+    ``moments``: with ``inner.optimizer == "adam"``, start from these
+    moments instead of fresh ones and leave the last ones in it (Reptile as
+    its reference code trains; one task at a time, never under vmap).
     Returns θ' under the same names; parameters that do not adapt (ANIL's
     body) are θ's own tensors.
     """
     names = [name for name in params if inner.adapts(name)]
     rates = {name: (lrs or {}).get(name, inner.lr) for name in names}
     fast = dict(params)
-    second_moments = {name: torch.zeros_like(params[name]) for name in names}  # Adam's v, per task
+    # Adam's v: fresh for every task, or where the previous task left it.
+    second_moments = ({name: torch.zeros_like(params[name]) for name in names} if moments is None
+                      else {name: moments.second[name] for name in names})
+    steps_before = 0 if moments is None else moments.steps
     for step in range(inner.steps):
         rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device, inner.shuffle)
         batch_x, batch_y = (support_x, support_y) if rows is None else (support_x[rows], support_y[rows])
@@ -205,12 +232,15 @@ def fine_tune(
             # Adam with β1 = 0: the first moment is the gradient itself; v is bias-corrected.
             second_moments = {name: ADAM_BETA2 * second_moments[name] + (1 - ADAM_BETA2) * grads[name] ** 2
                               for name in names}
-            correction = 1 - ADAM_BETA2 ** (step + 1)
+            correction = 1 - ADAM_BETA2 ** (steps_before + step + 1)
             # clamp_min: √v has an infinite derivative at v = 0 (a conv bias before batch norm has zero
             # gradient), which would make a second-order meta-gradient NaN; √tiny ≈ 1e-19 is far below ε.
             grads = {name: grads[name] / ((second_moments[name] / correction).clamp_min(TINY).sqrt() + ADAM_EPS)
                      for name in names}
         fast = {**fast, **{name: fast[name] - rates[name] * grads[name] for name in names}}
+    if moments is not None and inner.optimizer == "adam":
+        moments.second.update({name: v.detach() for name, v in second_moments.items()})
+        moments.steps = steps_before + inner.steps
     return fast
 
 

@@ -15,6 +15,10 @@ field                  what training, evaluation and the command line use it for
                        ``-> (query outputs [T, Q, ...], mean query loss)``: evaluation
 ``optimizer``          ``optimizer(config, params, lrs) -> torch.optim.Optimizer``
                        (``None``: Adam of rate ``meta_lr`` over θ and Meta-SGD's α)
+``carried_state``      ``carried_state(config, params) -> dict | None``: what its ``step``
+                       keeps from one meta-batch to the next (Reptile: its inner Adam's
+                       moments); training passes it as ``step(..., carried=state)``,
+                       where ``step`` updates it, and checkpoints it (``None``: nothing)
 ``learning_rate``      ``learning_rate(config, step) -> float``, the outer rate at a step
                        (``None``: ``meta_lr``, halved every ``meta_lr_halving_every``)
 ``check``              ``check(config)``: raise ``ValueError`` for settings it cannot run
@@ -148,6 +152,7 @@ class Method:
     outputs: Callable[..., tuple[torch.Tensor, torch.Tensor]] = adapted_outputs
     optimizer: Callable[[TrainConfig, Params, Params | None], torch.optim.Optimizer] | None = None
     learning_rate: Callable[[TrainConfig, int], float] | None = None
+    carried_state: Callable[[TrainConfig, Params], dict | None] | None = None
     check: Callable[[TrainConfig], None] = _no_check
     implies: tuple[str, ...] = ()
     episodic: bool = False

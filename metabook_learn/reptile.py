@@ -18,8 +18,13 @@ mini-ImageNet experiments, Adam with β1 = 0 on minibatches
 (openai/supervised-reptile, ``_mini_batches``), each task's support set is
 shuffled on its own for its minibatches, a new shuffle for every pass over
 it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
-different label counts. The authors' code kept Adam's moments from one task
-to the next; here they restart with every task.
+different label counts. As in the authors' code too, training keeps the inner
+Adam's second moments from one task to the next (only the weights go back to
+φ): :func:`reptile_direction` with ``moments``, which the training loop carries
+and checkpoints (``Method.carried_state``). Restarting them with every task
+instead trained far worse in metabook's runs (``results/gradient_based.json``).
+Evaluation starts every test task with fresh moments (the reference starts it
+from the training's; on a trained network the two scored alike).
 Evaluation is :func:`~metabook_learn.inner_loop.adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """
@@ -33,6 +38,7 @@ from torch import nn
 
 from metabook_learn.inner_loop import (
     DIFFERENTIATE,
+    AdamMoments,
     Adaptation,
     InnerLoop,
     Params,
@@ -82,9 +88,13 @@ def task_weights(
     params: Params,
     support_x: torch.Tensor,
     support_y: torch.Tensor,
+    moments: AdamMoments | None = None,
 ) -> Params:
-    """W_i: the parameters after ``inner.steps`` SGD steps on one task's support set ``[S, ...]``."""
-    return fine_tune(model, params, support_x, support_y, inner, differentiate=differentiate)
+    """W_i: the parameters after ``inner.steps`` steps on one task's support set ``[S, ...]``.
+
+    ``moments``: the inner Adam's, carried over from the task before and updated (:class:`AdamMoments`).
+    """
+    return fine_tune(model, params, support_x, support_y, inner, differentiate=differentiate, moments=moments)
 
 
 def reptile_direction(
@@ -93,8 +103,14 @@ def reptile_direction(
     tasks,
     inner: InnerLoop,
     strategy: str = "auto",
+    moments: AdamMoments | None = None,
 ) -> ReptileStep:
     """φ − (1/n) Σ_i W_i for the n tasks of a batch (their support sets ``[n, S, ...]``).
+
+    ``moments``: run the tasks one after the other, each starting its inner Adam
+    where the task before left it, as the authors' code does, and leave the last
+    moments in it (``inner.optimizer`` must be ``"adam"``; the strategy is then
+    ``"loop"``). ``None``: every task starts with fresh moments, in any strategy.
 
     ``tasks``: anything with ``support_x [n, S, ...]`` and ``support_y [n, S]``
     (its query set is not used). With ``torch.optim.SGD(lr=ε)``::
@@ -104,7 +120,10 @@ def reptile_direction(
         optimizer.step()                       # φ ← φ + ε (mean_i W_i − φ)
     """
     params = {name: p.detach() for name, p in params.items()}
-    strategy = resolve_strategy(strategy, tasks.support_x.device, stacks=True)
+    if moments is not None and inner.optimizer != "adam":
+        raise ValueError(f"moments are the inner Adam's, but the inner optimizer is {inner.optimizer!r}: "
+                         f"pass moments=None, or InnerLoop(optimizer='adam')")
+    strategy = "loop" if moments is not None else resolve_strategy(strategy, tasks.support_x.device, stacks=True)
     support_x, support_y = tasks.support_x, tasks.support_y
     num_tasks, num_rows = support_y.shape[:2]
     if inner.batch_size is not None and inner.batch_size < num_rows:
@@ -116,22 +135,41 @@ def reptile_direction(
     # No derivative flows through Reptile's inner steps: they are first order by definition.
     network, sgd_steps = stacked_network(strategy, model, replace(inner, first_order=True))
     differentiate = DIFFERENTIATE[strategy]
-    weights = over_tasks(
-        lambda *args: task_weights(network, sgd_steps, differentiate, *args),
-        (params,),
-        (support_x, support_y),
-        strategy,
-    )
+    if moments is not None:  # one task after the other: each starts from the moments the one before left
+        adapted = [task_weights(network, sgd_steps, differentiate, params, x, y, moments)
+                   for x, y in zip(support_x, support_y)]
+        weights = {name: torch.stack([w[name] for w in adapted]) for name in params}
+    else:
+        weights = over_tasks(
+            lambda *args: task_weights(network, sgd_steps, differentiate, *args),
+            (params,),
+            (support_x, support_y),
+            strategy,
+        )
     return ReptileStep({name: params[name] - weights[name].mean(0) for name in params}, strategy)
 
 
 # ── Reptile as a metabook method (metabook_learn.methods) ──────────────────────────
 
 
-def reptile_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks) -> Step:
-    """One meta-batch of Reptile: the direction φ − mean_i W_i, and no metrics (Reptile uses no query set)."""
-    return Step(reptile_direction(model, params, tasks, inner_loop(config), config.strategy).direction,
-                None, None, None)
+def reptile_carried_state(config, params: Params) -> dict | None:
+    """What training carries from one meta-batch to the next: the inner Adam's moments (``None`` with SGD)."""
+    if config.inner_optimizer != "adam":
+        return None
+    return {"second_moments": AdamMoments.zeros(params).second, "steps": 0}
+
+
+def reptile_step(config, model: nn.Module, params: Params, lrs: Params | None, tasks,
+                 carried: dict | None = None) -> Step:
+    """One meta-batch of Reptile: the direction φ − mean_i W_i, and no metrics (Reptile uses no query set).
+
+    ``carried``: :func:`reptile_carried_state`'s dict, updated here.
+    """
+    moments = None if carried is None else AdamMoments(dict(carried["second_moments"]), carried["steps"])
+    direction = reptile_direction(model, params, tasks, inner_loop(config), config.strategy, moments).direction
+    if moments is not None:
+        carried.update(second_moments=moments.second, steps=moments.steps)
+    return Step(direction, None, None, None)
 
 
 def reptile_optimizer(config, params: Params, lrs: Params | None) -> torch.optim.Optimizer:
@@ -160,8 +198,9 @@ def check_reptile(config) -> None:
 _SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/supervised-reptile's README (--inner-batch, "
            "--inner-iters, --learning-rate, --meta-step 1, --meta-step-final 0, --meta-batch 5, --meta-iters, "
            "--train-shots, --eval-iters 50): inner Adam (beta1 = 0, models.py), lr 0.001 (0.0005 for 20-way), on "
-           "minibatches. Two differences: their Adam moments carry over from task to task (only the weights are "
-           "reset), here they restart with every task; and evaluation steps on the whole support set (their "
+           "minibatches; their Adam moments carry over from task to task in training (only the weights are "
+           "reset), here too. Two differences: each test task starts with fresh moments (theirs from the "
+           "training's); and evaluation steps on the whole support set (their "
            "--eval-batch: 5 for 5-way, 10 for 20-way, 15 for mini-ImageNet 5-shot). --query-bn transductive "
            "matches their --transductive runs; their other mode classifies each query batched with the support set")
 # The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
@@ -194,6 +233,7 @@ REPTILE = register(Method(
     description="Reptile (Nichol et al., 2018): move the initialization toward each task's adapted weights",
     build=build_maml_network,  # Reptile's experiments use MAML's networks
     step=reptile_step,
+    carried_state=reptile_carried_state,
     optimizer=reptile_optimizer,
     learning_rate=reptile_step_size,
     check=check_reptile,

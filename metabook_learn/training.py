@@ -65,6 +65,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -354,8 +355,12 @@ def meta_step(
     optimizer: torch.optim.Optimizer,
     tasks,
     step: int,
+    carried: dict | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One update of θ (and α) from a meta-batch ``tasks``; returns its ``(meta-loss, meta-accuracy)``.
+
+    ``carried``: the method's state from one meta-batch to the next
+    (``Method.carried_state``; Reptile's inner Adam moments), updated by its step.
 
     The method's ``step`` gives the direction (:class:`metabook_learn.methods.Step`).
     Both are ``None`` for Reptile (it has no query set); the accuracy is
@@ -367,7 +372,8 @@ def meta_step(
         group["lr"] = outer_learning_rate(config, step)
     # Under autocast, convolutions and matrix products run in bfloat16; everything stored stays float32.
     with torch.autocast(tasks.support_x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        direction, lr_grads, loss, accuracy = method.step(config, model, params, lrs, tasks)
+        direction, lr_grads, loss, accuracy = method.step(
+            config, model, params, lrs, tasks, **({} if carried is None else {"carried": carried}))
     stop_if_diverged(config, step, loss, direction, lr_grads)
     optimizer.zero_grad(set_to_none=True)
     set_gradients(params, direction)
@@ -624,6 +630,7 @@ def train(
     params = parameters_of(model)
     lrs = init_learning_rates(params, inner_loop(config)) if config.learn_lrs else None
     optimizer = make_optimizer(config, params, lrs)
+    carried = method.carried_state(config, params) if method.carried_state is not None else None
     eval_inner = inner_loop(config, evaluation=True)
 
     state = _resume_state(config, checkpoint, resume)
@@ -640,6 +647,8 @@ def train(
                 for name, rate in lrs.items():
                     rate.copy_(state["lrs"][name])
         train_sampler.load_state_dict(state["train_sampler"])
+        if carried is not None and state.get("carried") is not None:  # older checkpoints start it afresh
+            carried.update(pytree.tree_map(lambda x: x.to(device) if torch.is_tensor(x) else x, state["carried"]))
         val_start = state["val_start"]
         restore_rng_states(state["rng"])
         start, wall_before = state["step"], state["wall_time_s"]
@@ -669,6 +678,7 @@ def train(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "lrs": None if lrs is None else {name: rate.detach() for name, rate in lrs.items()},
+            "carried": carried,
             "train_sampler": train_sampler.state_dict(),
             "val_start": val_start,
             "rng": rng_states(),
@@ -693,7 +703,7 @@ def train(
             if step == start:
                 _check_targets(config, tasks)
             try:
-                running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step))
+                running.add(*meta_step(config, model, params, lrs, optimizer, tasks, step, carried))
             except TrainingDiverged as error:
                 raise _saying_what_is_kept(error, checkpoint, saved_step) from None
             done = step + 1

@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from metabook_learn import reptile
 from metabook_learn.data.sinusoid import sample_sinusoid_tasks
-from metabook_learn.inner_loop import InnerLoop, adapt, parameters_of, set_gradients
+from metabook_learn.inner_loop import AdamMoments, InnerLoop, adapt, parameters_of, set_gradients
 from metabook_learn.models import sinusoid_mlp
 
 from meta_fixtures import random_tasks, tiny_convnet  # noqa: E402
@@ -120,3 +120,48 @@ def test_reptile_on_minibatches_is_adam_on_each_tasks_own_shuffled_rows(strategy
             moved[n] += (phi[n] - weights[n].detach()) / 3
     for n in phi:
         torch.testing.assert_close(direction[n], moved[n], rtol=1e-4, atol=1e-6)
+
+
+def test_carried_moments_are_one_adam_whose_weights_go_back_to_phi_after_every_task():
+    """With ``moments``, the direction equals that of one torch.optim.Adam(β1 = 0) kept over all the tasks of two
+    meta-batches, its weights reset to φ after each task and its state not (openai/supervised-reptile's
+    ``train_step``), and the moments left behind are that Adam's."""
+    model = tiny_convnet()
+    params = parameters_of(model)
+    phi = {n: p.detach().clone() for n, p in params.items()}
+    inner = InnerLoop(steps=3, lr=0.01, optimizer="adam", batch_size=5)
+    batches = [random_tasks(2, shots=4, seed=seed) for seed in (1, 2)]  # 12 support rows per task
+    moments = AdamMoments.zeros(params)
+    torch.manual_seed(7)
+    directions = [reptile.reptile_direction(model, params, tasks, inner, moments=moments).direction
+                  for tasks in batches]
+    assert moments.steps == 2 * 2 * 3
+
+    torch.manual_seed(7)
+    weights = {n: p.clone().requires_grad_() for n, p in phi.items()}
+    adam = torch.optim.Adam(weights.values(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
+    for tasks, direction in zip(batches, directions):
+        rows = reptile.task_minibatches(2, 12, 5, 3)
+        moved = {n: torch.zeros_like(p) for n, p in phi.items()}
+        for t in range(2):
+            with torch.no_grad():
+                for n in phi:
+                    weights[n].copy_(phi[n])
+            for step in range(3):
+                batch = rows[t, 5 * step:5 * step + 5]
+                adam.zero_grad()
+                F.cross_entropy(functional_call(model, weights, (tasks.support_x[t][batch],)),
+                                tasks.support_y[t][batch]).backward()
+                adam.step()
+            for n in phi:
+                moved[n] += (phi[n] - weights[n].detach()) / 2
+        for n in phi:
+            torch.testing.assert_close(direction[n], moved[n], rtol=1e-4, atol=1e-6)
+    for n, w in weights.items():
+        torch.testing.assert_close(moments.second[n], adam.state[w]["exp_avg_sq"], rtol=1e-5, atol=1e-12)
+    # fresh moments give another direction: the carried state matters from the second task on
+    torch.manual_seed(7)
+    fresh = reptile.reptile_direction(model, params, batches[0], inner).direction
+    assert not all(torch.allclose(fresh[n], directions[0][n]) for n in phi)
+    with pytest.raises(ValueError, match="inner optimizer is 'sgd'"):
+        reptile.reptile_direction(model, params, batches[0], InnerLoop(steps=1, lr=0.1), moments=moments)

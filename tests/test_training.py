@@ -232,10 +232,14 @@ def test_channels_last_stores_the_convolutions_so_and_computes_the_same_step_nea
 # ── Checkpoints ──────────────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile", "reptile-adam"])
 def test_an_interrupted_and_resumed_run_ends_with_bit_identical_parameters(tmp_path, algorithm):
+    # reptile-adam: Reptile with an inner Adam, whose moments training carries from task to task: the
+    # checkpoint must hold them too, or the resumed run would restart them and end elsewhere.
+    adam = dict(inner_optimizer="adam", inner_lr=0.01) if algorithm == "reptile-adam" else {}
+    algorithm = algorithm.removesuffix("-adam")
     config = tiny_config(algorithm=algorithm, steps=7, log_every=2, validate_every=3, validation_tasks=4,
-                         checkpoint_every=3, outer_step_size_final=0.0 if algorithm == "reptile" else None)
+                         checkpoint_every=3, outer_step_size_final=0.0 if algorithm == "reptile" else None, **adam)
     data = tiny_images()
 
     def run(checkpoint, init_seed=0, sampler_seeds=(10, 11), interrupt_after=None):
