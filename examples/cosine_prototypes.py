@@ -30,7 +30,7 @@ import metabook_learn
 from metabook_learn.episodic import episodic_image_classifier
 from metabook_learn.methods import register
 from metabook_learn.models import embedding_network
-from metabook_learn.protonets import PRESETS, PrototypicalNetwork, prototypes
+from metabook_learn.protonets import PRESETS, PrototypicalNetwork, check_labels, prototypes
 
 
 class CosinePrototypes(PrototypicalNetwork):
@@ -45,6 +45,7 @@ class CosinePrototypes(PrototypicalNetwork):
         self.log_scale = log_scale if log_scale is not None else nn.Parameter(torch.tensor(math.log(10.0)))
 
     def logits(self, support_x, support_y, query_x, query_y=None) -> torch.Tensor:
+        check_labels(support_y, query_y, self.ways)  # labels out of range: an error that says so
         support_z, query_z = self.embed(support_x, query_x)  # [S, D], [Q, D]
         centres = prototypes(support_z, support_y, self.ways)  # [N, D]
         cosine = F.normalize(query_z, dim=-1) @ F.normalize(centres, dim=-1).T  # [Q, N]

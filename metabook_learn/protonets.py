@@ -62,6 +62,7 @@ from metabook_learn.models import ConvNet, embedding_network
 
 __all__ = [
     "prototypes",
+    "check_labels",
     "squared_distances",
     "prototype_logits",
     "PrototypicalNetwork",
@@ -105,7 +106,12 @@ def _labels_are_readable(labels: torch.Tensor) -> bool:
     return is_batched is not None and not is_batched(labels)
 
 
-def _check_labels(support_y: torch.Tensor, query_y: torch.Tensor | None, ways: int) -> None:
+def check_labels(support_y: torch.Tensor, query_y: torch.Tensor | None, ways: int) -> None:
+    """Raise a ``ValueError`` that names the problem if an episode's labels do not fit a ``ways``-way classifier.
+
+    ``support_y`` ``[S]``, ``query_y`` ``[Q]`` or ``None``: labels in 0..ways − 1,
+    every class with a support example (else it has no prototype).
+    """
     if support_y.dim() != 1:
         raise ValueError(f"support_y must be a vector of labels [S], got shape {tuple(support_y.shape)}")
     if support_y.shape[0] < ways:
@@ -166,7 +172,7 @@ class PrototypicalNetwork(nn.Module):
     def logits(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                query_y: torch.Tensor | None = None) -> torch.Tensor:
         """``[Q, ways]``: ``−‖f(x_q) − c_k‖²`` for every query and class (``query_y`` only for the label check)."""
-        _check_labels(support_y, query_y, self.ways)
+        check_labels(support_y, query_y, self.ways)
         support_z, query_z = self.embed(support_x, query_x)
         return prototype_logits(query_z, prototypes(support_z, support_y, self.ways))
 

@@ -20,6 +20,18 @@ def repo_root() -> Path:
     return ROOT
 
 
+def _script_loader(patch: pytest.MonkeyPatch):
+    def load(name: str):
+        patch.syspath_prepend(str(ROOT / "scripts"))
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        patch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def load_script(monkeypatch):
     """``load_script("full_scale_x")``: import ``scripts/full_scale_x.py`` as a module, as running it would.
@@ -28,16 +40,14 @@ def load_script(monkeypatch):
     with ``scripts/`` on the path (the scripts import ``full_scale_common``),
     both undone after the test.
     """
+    return _script_loader(monkeypatch)
 
-    def load(name: str):
-        monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, name, module)
-        spec.loader.exec_module(module)
-        return module
 
-    return load
+@pytest.fixture(scope="module")
+def load_script_for_module():
+    """:func:`load_script` for a module-scoped fixture: undone after the module's last test."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield _script_loader(patch)
 
 
 def ci_requires(what: str) -> bool:

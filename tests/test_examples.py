@@ -65,6 +65,8 @@ def test_cosine_logits_equal_a_slow_per_pair_computation(cosine):
                 expected = 7.0 * torch.dot(z_q[q], centre) / (z_q[q].norm() * centre.norm())
                 torch.testing.assert_close(logits[q, k], expected)
     assert model.at_ways(5).log_scale is model.log_scale  # one temperature for every number of ways
+    with pytest.raises(ValueError, match=r"support_y holds labels 0\.\.3, but the model classifies ways=3"):
+        model.logits(support_x, torch.tensor([0, 0, 1, 1, 2, 3]), query_x)
 
 
 class _Plain(torch.nn.Module):

@@ -14,39 +14,24 @@ from metabook_learn.report import markdown_table, result_rows
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory, real_mirror, real_cache):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location("seeded_comparison", root / "scripts" / "seeded_comparison.py")
-        script = importlib.util.module_from_spec(spec)
-        sys.modules["seeded_comparison"] = script
-        spec.loader.exec_module(script)
-        merge_spec = importlib.util.spec_from_file_location("merge_results", root / "scripts" / "merge_results.py")
-        merge = importlib.util.module_from_spec(merge_spec)
-        merge_spec.loader.exec_module(merge)
-        folder = tmp_path_factory.mktemp("seeded")
-        common = ["--smoke", "--no-progress", "--device", "cpu", "--cache", str(real_cache), "--mirror",
-                  str(real_mirror), "--checkpoints", str(folder / "checkpoints")]
-        assert script.main([*common, "--runs", "maml", "protonet", "--output", str(folder / "a.json")]) == 0
-        assert script.main([*common, "--runs", "protomaml", "--output", str(folder / "b.json")]) == 0
-        results = folder / "results"
-        results.mkdir()
-        for name in ("a.json", "b.json"):  # as merge_results.py would, but smoke files are refused there
-            data = json.loads((folder / name).read_text())
-            data["smoke"] = False
-            (folder / name).write_text(json.dumps(data))
-            assert merge.main([str(folder / name)], folder=results) == 0
-        target = results / "protomaml_comparison.json"
-        assert script.main(["--summarize", "--output", str(target), "--device", "cpu"]) == 0
-        yield script, json.loads(target.read_text()), results
-    finally:
-        sys.path.remove(str(root / "scripts"))
-        sys.modules.pop("seeded_comparison", None)
+def merged(tmp_path_factory, real_mirror, real_cache, load_script_for_module):
+    script = load_script_for_module("seeded_comparison")
+    merge = load_script_for_module("merge_results")
+    folder = tmp_path_factory.mktemp("seeded")
+    common = ["--smoke", "--no-progress", "--device", "cpu", "--cache", str(real_cache), "--mirror",
+              str(real_mirror), "--checkpoints", str(folder / "checkpoints")]
+    assert script.main([*common, "--runs", "maml", "protonet", "--output", str(folder / "a.json")]) == 0
+    assert script.main([*common, "--runs", "protomaml", "--output", str(folder / "b.json")]) == 0
+    results = folder / "results"
+    results.mkdir()
+    for name in ("a.json", "b.json"):  # as merge_results.py would, but smoke files are refused there
+        data = json.loads((folder / name).read_text())
+        data["smoke"] = False
+        (folder / name).write_text(json.dumps(data))
+        assert merge.main([str(folder / name)], folder=results) == 0
+    target = results / "protomaml_comparison.json"
+    assert script.main(["--summarize", "--output", str(target), "--device", "cpu"]) == 0
+    return script, json.loads(target.read_text()), results
 
 
 def test_every_method_has_three_seeds_scored_on_the_same_tasks(merged):

@@ -420,8 +420,12 @@ class ShuffledOrder:
 
     def __init__(self, sampler, seed: int = 0):
         self.sampler = sampler
-        self.num_ways = getattr(sampler, "num_ways", None)
         self.generator = torch.Generator().manual_seed(validation.count("seed", seed, minimum=0))
+
+    # The wrapped sampler's sizes, read through (the training loop checks tasks against them).
+    @property
+    def num_ways(self):
+        return getattr(self.sampler, "num_ways", None)
 
     @property
     def num_shots(self):
