@@ -20,6 +20,8 @@ maml-5way-1shot-alpha0.4   6,000  the same, with α = 0.4 on the *mean* support 
 maml-20way-1shot          10,000  95.8 ± 0.3 (Finn et al., 2017), 60,000 steps
 fomaml-5way-1shot         10,000  98.3 ± 0.5 (Finn et al., 2017)
 reptile-5way-1shot        30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 2, transduction), 100,000
+anil-5way-1shot            6,000  none read here (Raghu et al., 2020, report Omniglot 20-way)
+metasgd-5way-1shot         6,000  none read here (Li et al., 2017, Table 1); 1 test step
 ========================  ======  ==========================================================
 
 **What α means.** The paper's α = 0.4 (5-way) is a step on the reference
@@ -84,6 +86,7 @@ class Run:
     steps: int
     paper: str  # the published number it reproduces, with its source
     inner_lr: float | None = None  # None: the preset's
+    eval_inner_steps: int | None = None  # None: the preset's
 
 
 RUNS = (
@@ -94,6 +97,12 @@ RUNS = (
     Run("fomaml-5way-1shot", "fomaml", 5, 10_000, "98.3 ± 0.5 (Finn et al., 2017, Table 1)"),
     Run("reptile-5way-1shot", "reptile", 5, 30_000,
         "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv versions, Table 2, transduction)"),
+    Run("anil-5way-1shot", "anil", 5, 6_000,
+        "none read at its source here: Raghu et al. (2020) report ANIL on Omniglot 20-way (their Table 2); "
+        "run with MAML's 5-way settings, to compare the two at equal settings"),
+    Run("metasgd-5way-1shot", "metasgd", 5, 6_000,
+        "none read at its source here: Li et al. (2017), Table 1; run with MAML's 5-way settings and one "
+        "adaptation step at test time, as Meta-SGD adapts", eval_inner_steps=1),
 )
 SCRIPT = Script(__file__, __doc__, "gradient_based.json", runs=tuple(r.name for r in RUNS),
                 smoke="3 meta-steps and 10 test tasks per run", needs_gpu=False)
@@ -105,6 +114,8 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
     values.update(steps=run.steps, validate_every=1000, validation_tasks=200, checkpoint_every=500, log_every=100)
     if run.inner_lr is not None:
         values["inner_lr"] = run.inner_lr
+    if run.eval_inner_steps is not None:
+        values["eval_inner_steps"] = run.eval_inner_steps
     if args.smoke:  # a few of everything: checks the pipeline end to end, not the numbers
         values.update(steps=3, meta_batch=2, validate_every=3, validation_tasks=4, checkpoint_every=2, log_every=1)
     return TrainConfig(algorithm=run.algorithm, dataset="omniglot", ways=run.ways, shots=1, seed=args.seed,

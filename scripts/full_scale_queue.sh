@@ -21,13 +21,13 @@ COMMON=(--device cpu --no-progress)
 lane_a() {
     $PY scripts/full_scale_gradient.py --runs maml-5way-1shot maml-5way-1shot-alpha0.4 "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_protonets.py --runs protonet-vinyals protonet-vinyals-bf16 "${COMMON[@]}" --output runs/out/protonets-a.json
-    $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
+    $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot anil-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
 }
 
 lane_b() {
     $PY scripts/full_scale_protonets.py --runs protonet-5shot "${COMMON[@]}" --output runs/out/protonets-b.json
-    $PY scripts/full_scale_gradient.py --runs reptile-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
+    $PY scripts/full_scale_gradient.py --runs reptile-5way-1shot metasgd-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
     $PY scripts/full_scale_closed_form.py --runs lrd2-omniglot-5way-1shot r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
     $PY scripts/full_scale_mldg.py --seeds 3 --output runs/out/mldg-b.json --no-progress
 }
