@@ -95,6 +95,15 @@ def test_each_task_shuffles_its_own_support_set_for_its_minibatches():
     assert len(first_batches) == 4, "every task draws its own order"
 
 
+def adam_on_rows(model, weights, adam, x, y, rows, steps: int, batch_size: int) -> None:
+    """``steps`` steps of ``adam`` on ``weights``, step k on rows ``rows[k·b:(k+1)·b]`` of one task's ``(x, y)``."""
+    for step in range(steps):
+        batch = rows[batch_size * step:batch_size * (step + 1)]
+        adam.zero_grad()
+        F.cross_entropy(functional_call(model, weights, (x[batch],)), y[batch]).backward()
+        adam.step()
+
+
 @pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
 def test_reptile_on_minibatches_is_adam_on_each_tasks_own_shuffled_rows(strategy):
     """The direction equals torch.optim.Adam(β1 = 0), fresh per task, on the rows task_minibatches deals that task."""
@@ -110,12 +119,7 @@ def test_reptile_on_minibatches_is_adam_on_each_tasks_own_shuffled_rows(strategy
     for t in range(3):
         weights = {n: p.clone().requires_grad_() for n, p in phi.items()}
         adam = torch.optim.Adam(weights.values(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
-        for step in range(4):
-            batch = rows[t, 5 * step:5 * step + 5]
-            adam.zero_grad()
-            F.cross_entropy(functional_call(model, weights, (tasks.support_x[t][batch],)),
-                            tasks.support_y[t][batch]).backward()
-            adam.step()
+        adam_on_rows(model, weights, adam, tasks.support_x[t], tasks.support_y[t], rows[t], steps=4, batch_size=5)
         for n in phi:
             moved[n] += (phi[n] - weights[n].detach()) / 3
     for n in phi:
@@ -147,12 +151,8 @@ def test_carried_moments_are_one_adam_whose_weights_go_back_to_phi_after_every_t
             with torch.no_grad():
                 for n in phi:
                     weights[n].copy_(phi[n])
-            for step in range(3):
-                batch = rows[t, 5 * step:5 * step + 5]
-                adam.zero_grad()
-                F.cross_entropy(functional_call(model, weights, (tasks.support_x[t][batch],)),
-                                tasks.support_y[t][batch]).backward()
-                adam.step()
+            adam_on_rows(model, weights, adam, tasks.support_x[t], tasks.support_y[t], rows[t], steps=3,
+                         batch_size=5)
             for n in phi:
                 moved[n] += (phi[n] - weights[n].detach()) / 2
         for n in phi:
