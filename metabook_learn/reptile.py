@@ -92,7 +92,8 @@ def task_weights(
 ) -> Params:
     """W_i: the parameters after ``inner.steps`` steps on one task's support set ``[S, ...]``.
 
-    ``moments``: the inner Adam's, carried over from the task before and updated (:class:`AdamMoments`).
+    ``moments``: the inner Adam's, carried over from the task before and updated
+    (:class:`~metabook_learn.inner_loop.AdamMoments`).
     """
     return fine_tune(model, params, support_x, support_y, inner, differentiate=differentiate, moments=moments)
 
@@ -163,7 +164,7 @@ def reptile_step(config, model: nn.Module, params: Params, lrs: Params | None, t
                  carried: dict | None = None) -> Step:
     """One meta-batch of Reptile: the direction φ − mean_i W_i, and no metrics (Reptile uses no query set).
 
-    ``carried``: :func:`reptile_carried_state`'s dict, updated here.
+    ``carried``: the dict of ``reptile_carried_state``, updated here.
     """
     moments = None if carried is None else AdamMoments(dict(carried["second_moments"]), carried["steps"])
     direction = reptile_direction(model, params, tasks, inner_loop(config), config.strategy, moments).direction
