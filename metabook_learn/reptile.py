@@ -21,10 +21,10 @@ it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
 different label counts. As in the authors' code too, training keeps the inner
 Adam's second moments from one task to the next (only the weights go back to
 φ): :func:`reptile_direction` with ``moments``, which the training loop carries
-and checkpoints (``Method.carried_state``). Restarting them with every task
-instead trained far worse in metabook's runs (``results/gradient_based.json``).
+and checkpoints (``Method.carried_state``). A full-scale run that restarted them
+with every task ended far below the paper (kept in ``results/gradient_based.json``).
 Evaluation starts every test task with fresh moments (the reference starts it
-from the training's; on a trained network the two scored alike).
+from the training's; how much that matters is not measured here).
 Evaluation is :func:`~metabook_learn.inner_loop.adapt`, the same as MAML's: fine-tune on the support set,
 predict the query set.
 """

@@ -152,10 +152,12 @@ def rl2_loss(config: RL2Config, log_probs, values, entropies, rewards):
     The inputs are :func:`rollout`'s ``[B, n]`` tensors. The value head predicts
     the return to go divided by :func:`largest_return`, a number in [0, 1] for any
     n. Unscaled, its squared error at n = 100 had a gradient about 2,600 times the
-    policy loss's (n = 500: about 70,000); the shared GRU then learned only to
-    predict value, and clipping the total gradient norm left the policy almost no
-    step: RL² learned nothing at those horizons (``tests/test_rl2.py`` keeps the
-    two gradients within a factor of 100 of each other).
+    policy loss's (n = 500: about 70,000), so that after clipping the total
+    gradient norm the policy's share of an update was tiny (``tests/test_rl2.py``
+    keeps the two gradients within a factor of 100 of each other). The first
+    full-scale runs, made so, learned nothing at those horizons; with this scaling
+    alone and γ = 1 a probe at n = 100 still learned nothing, so the full-scale
+    script also discounts (``scripts/full_scale_meta_rl.py`` says why).
     """
     scale = largest_return(config)
     advantages = gae(rewards, scale * values.detach(), config.discount, config.gae_lambda)

@@ -49,7 +49,7 @@ def test_the_value_loss_does_not_swamp_the_policy_gradient_at_long_horizons(hori
     """At initialization the value head's gradient stays within 100 times the policy loss's at every horizon.
 
     Before the value head predicted returns in units of the largest return, the ratio was about 100 at
-    n = 10, 2,600 at n = 100 and 70,000 at n = 500, and RL² learned nothing at n = 100 and 500.
+    n = 10, 2,600 at n = 100 and 70,000 at n = 500 (the runs made so learned nothing at n = 100 and 500).
     """
     torch.manual_seed(0)
     config = RL2Config(horizon=horizon, discount=0.8, hidden_size=32)
