@@ -24,6 +24,11 @@ the gradient of the mean episode loss over a meta-batch,
 
 computed here task by task with the same two strategies as MAML
 (:func:`metabook_learn.inner_loop.over_tasks`): a Python loop, or ``torch.func.vmap``.
+A model whose ``forward`` also takes a whole batch of episodes ``[T, S, ...]``
+and returns the mean of their losses sets ``reads_task_batches = True`` (the
+in-context learners of :mod:`metabook_learn.in_context` do); with
+``strategy="auto"`` it is then called once on the batch, which gives the same
+gradient when every task has as many points, in one vectorized pass.
 :func:`metabook_learn.training.train` and :func:`metabook_learn.evaluation.evaluate` use
 these functions for every episodic model, so a new method only writes its
 ``forward``.
@@ -41,7 +46,7 @@ from metabook_learn.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tas
 from metabook_learn.methods import Method, Step
 from metabook_learn.models import IMAGE_DATA_SETS
 
-__all__ = ["is_episodic", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
+__all__ = ["is_episodic", "reads_task_batches", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
            "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP", "episodic_image_classifier"]
 
 
@@ -57,10 +62,16 @@ def _check_episodic(model: nn.Module) -> None:
                         "the class must set episodic = True (see metabook_learn.episodic)")
 
 
+def reads_task_batches(model: nn.Module) -> bool:
+    """Whether ``model.forward`` also takes a batch of episodes ``[T, ...]`` and returns the mean of their losses."""
+    return bool(getattr(model, "reads_task_batches", False))
+
+
 @dataclass
 class EpisodeGradient:
     """``params``: ∇θ of the mean episode loss over the batch; ``loss``: that mean;
-    ``outputs``: every task's query outputs ``[T, Q, ...]``; ``strategy``: how tasks ran."""
+    ``outputs``: every task's query outputs ``[T, Q, ...]``; ``strategy``: how tasks ran
+    (``"batched"``: in one call of a model that reads task batches)."""
 
     params: Params
     loss: torch.Tensor
@@ -89,6 +100,10 @@ def episode_gradient(model: nn.Module, params: Params, tasks, strategy: str = "a
     _check_episodic(model)
     params = {name: p.detach() for name, p in params.items()}
     support_x, support_y, query_x, query_y = task_tensors(tasks)
+    if strategy == "auto" and reads_task_batches(model):  # one call: its loss is already the mean over tasks
+        grads, loss, outputs = task_episode_gradient(model, DIFFERENTIATE["loop"], params,
+                                                     support_x, support_y, query_x, query_y)
+        return EpisodeGradient(grads, loss, outputs, "batched")
     strategy = resolve_strategy(strategy, support_x.device)
     differentiate = DIFFERENTIATE[strategy]
     grads, losses, outputs = over_tasks(
@@ -104,12 +119,16 @@ def episode_outputs(model: nn.Module, params: Params, tasks, strategy: str = "au
     """Evaluate: ``(query outputs [T, Q, ...], mean episode loss)`` of every task, no gradient kept."""
     _check_episodic(model)
     support_x, support_y, query_x, query_y = task_tensors(tasks)
-    strategy = resolve_strategy(strategy, support_x.device)
 
     def episode(params, sx, sy, qx, qy):
         loss, outputs = functional_call(model, params, (sx, sy, qx, qy))
         return loss, outputs
 
+    if strategy == "auto" and reads_task_batches(model):
+        with torch.no_grad():
+            loss, outputs = episode(params, support_x, support_y, query_x, query_y)
+        return outputs, loss
+    strategy = resolve_strategy(strategy, support_x.device)
     with torch.no_grad():
         losses, outputs = over_tasks(episode, ({n: p.detach() for n, p in params.items()},),
                                      (support_x, support_y, query_x, query_y), strategy)

@@ -68,7 +68,10 @@ N(0, τ² I) prior and noise σ² when λ = σ²/τ²), :func:`gradient_descent`
 Both models are episodic learners (:mod:`metabook_learn.episodic`):
 ``forward(support_x, support_y, query_x, query_y)`` returns
 ``(loss, query predictions)``; they also accept a batch of tasks (leading
-dimension T) directly, which :func:`meta_train` uses.
+dimension T) directly (``reads_task_batches``), so that
+:func:`metabook_learn.training.train` (``algorithm="transformer"``, on any
+sampler here: :class:`LinearRegressionSampler` too) runs a meta-batch in one
+call: Adam on the mean loss over the batch of sequences.
 """
 from __future__ import annotations
 
@@ -101,7 +104,6 @@ __all__ = [
     "regression_baselines",
     "errors_by_context_size",
     "ShuffledOrder",
-    "meta_train",
     "TRANSFORMER",
 ]
 
@@ -186,6 +188,7 @@ class InContextTransformer(nn.Module):
     """
 
     episodic = True
+    reads_task_batches = True  # forward takes [T, ...] too and returns the mean loss over the tasks
 
     def __init__(self, x_dim: int, y_dim: int = 1, ways: int | None = None, width: int = 64, depth: int = 4,
                  heads: int = 4, embedding: nn.Module | None = None, prefix_loss: bool = True):
@@ -298,6 +301,7 @@ class LinearAttentionRegressor(nn.Module):
     """
 
     episodic = True
+    reads_task_batches = True
 
     def __init__(self, x_dim: int):
         super().__init__()
@@ -496,41 +500,6 @@ def errors_by_context_size(predict, tasks, normalize: bool = True) -> torch.Tens
         errors = [(predict(xs[:, :k], ys[:, :k], xs[:, k:k + 1]) - ys[:, k:k + 1]).pow(2)[:, 0, 0]
                   for k in range(xs.shape[1])]
     return torch.stack(errors, dim=1) / (xs.shape[-1] if normalize else 1)
-
-
-# ── Training ─────────────────────────────────────────────────────────────────
-
-
-def meta_train(model: nn.Module, sampler, steps: int, meta_batch: int, lr: float,
-               clip: float | None = 1.0) -> list[float]:
-    """Train an episodic learner on ``steps`` batches of ``meta_batch`` tasks with Adam; returns the batch losses.
-
-    The model is called on the whole batch at once (both models here accept
-    a leading task dimension), which gives the gradient of the mean episode
-    loss over the batch, the same direction as
-    :func:`metabook_learn.episodic.episode_gradient` when every task has as many
-    points, in one vectorized pass. ``clip``: the largest gradient norm
-    (Garg et al.'s GPT-2 training clips too; ``None``: no clipping). Training
-    that produces a non-finite loss stops with a ``FloatingPointError``.
-    """
-    validation.count("steps", steps)
-    validation.count("meta_batch", meta_batch)
-    device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(1, steps + 1):
-        tasks = sampler.sample(meta_batch).to(device)
-        loss, _ = model(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged at step {step}: the loss is {loss.item()}; "
-                                     "lower lr or set clip")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 # ── The sequence model as a metabook method (metabook_learn.methods) ───────────────

@@ -272,6 +272,24 @@ class TrainConfig:
     def validation_metric(self) -> str:
         return "mse" if self.loss == "mse" else "accuracy"
 
+    @classmethod
+    def for_sampler(cls, sampler, **settings) -> "TrainConfig":
+        """A config whose tasks are the ones ``sampler`` draws; ``settings``: the other fields (and overrides).
+
+        ``ways``, ``shots`` and ``queries`` are read from the sampler's
+        ``num_ways``, ``num_shots`` and ``num_queries``. A sampler without
+        ``num_ways`` draws regression tasks (sine waves, linear functions):
+        ``loss="mse"``, ``ways=1`` (unused) and ``dataset="regression"``
+        unless ``settings`` name one. For example, the in-context chapter's::
+
+            config = TrainConfig.for_sampler(LinearRegressionSampler(5, 20, 1), algorithm="transformer",
+                                             meta_batch=64, meta_lr=1e-3, steps=10_000, clip_grad_norm=1.0)
+        """
+        ways = getattr(sampler, "num_ways", None)
+        task_shape = dict(shots=sampler.num_shots, queries=sampler.num_queries)
+        task_shape.update(dict(ways=ways) if ways is not None else dict(ways=1, loss="mse", dataset="regression"))
+        return cls(**{**task_shape, **settings})
+
 
 @dataclass
 class CurvePoint:

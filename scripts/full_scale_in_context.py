@@ -4,9 +4,9 @@
     .venv/bin/python scripts/full_scale_in_context.py --runs noisy lsa      # some runs (merged into that file)
     .venv/bin/python scripts/full_scale_in_context.py --smoke               # a few steps, any device, temp output
 
-Each run trains with :func:`metabook_learn.in_context.meta_train` (Adam, gradient
-norm clipped at 1) for ``--seeds`` seeds (default 3) and scores every seed on
-the *same* test tasks:
+Each run trains with :func:`metabook_learn.training.train` (``algorithm="transformer"``:
+Adam on the mean loss over a batch of sequences, gradient norm clipped at 1)
+for ``--seeds`` seeds (default 3) and scores every seed on the *same* test tasks:
 
 =========  ===========================================================================================
 run        training and test
@@ -36,8 +36,10 @@ measured end to end: a 3-layer version of the linear-regression model took
 0.087 s per step on one busy CPU core, so a 4-layer run of 10,000 steps takes
 about 20 minutes (the sine-wave sequences, with 20 queries, about half as
 long again), and the default runs (3 seeds each) about 3 hours on the CPU,
-minutes on a GPU. There are no checkpoints: an interrupted run starts again (the results
-file keeps the runs that finished). The headline ``test`` of each run is
+minutes on a GPU. Every seed's training writes a checkpoint to ``--checkpoints``
+(default ``runs/full_scale_in_context``) every 500 steps and resumes from it exactly, so
+a run can be stopped (SIGTERM) and started again; a finished seed is only scored again.
+The headline ``test`` of each run is
 the mean over seeds with its 95% t-interval (``ci95``): the error at k = 10
 (twice d) for linear regression, the MSE at K = 10 for sine waves, the test
 MSE for the linear-attention layer, the 5-way 1-shot accuracy for Omniglot.
@@ -56,12 +58,14 @@ from metabook_learn.data.sinusoid import SinusoidSampler
 from metabook_learn.evaluation import evaluate, over_seeds
 from metabook_learn.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
                                  ShuffledOrder, best_step_size, errors_by_context_size, gradient_descent,
-                                 meta_train, regression_baselines)
+                                 regression_baselines)
 from metabook_learn.protonets import omniglot_embedding
 from metabook_learn.runtime import seed_everything
+from metabook_learn.training import TrainConfig, TrainResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
-from full_scale_common import Script, command_line, open_results, print_table, save, score, settle  # noqa: E402
+from full_scale_common import (Script, command_line, open_results, print_table, save, score, settle,  # noqa: E402
+                               train_run)
 
 RUNS = ("noiseless", "noisy", "sinusoid", "lsa", "omniglot")
 DEFAULT_RUNS = ("noiseless", "noisy", "sinusoid", "lsa")  # the CPU runs
@@ -80,6 +84,7 @@ PAPER = {
 }
 OMNIGLOT_TEST_SEED, OMNIGLOT_TEST_QUERIES = 1, 15
 SCRIPT = Script(__file__, __doc__, "in_context.json", runs=RUNS, data=True, bf16=False, seed=False,
+                checkpoints="runs/full_scale_in_context",
                 test_tasks=(2000, 20), cpu_time="about 3 hours", needs_gpu=False, smoke="5 steps, a tiny transformer, 20 test tasks")
 
 
@@ -100,6 +105,32 @@ def make_transformer(x_dim: int, values: dict) -> InContextTransformer:
     return InContextTransformer(x_dim, width=values["width"], depth=values["depth"], heads=values["heads"])
 
 
+class WallTimes:
+    """A run's training time, over every session that trained it (the checkpoints keep it), and its scoring time."""
+
+    def __init__(self):
+        self.began, self.training, self.training_here = time.perf_counter(), 0.0, 0.0
+
+    def as_dict(self) -> dict:
+        scoring = time.perf_counter() - self.began - self.training_here
+        return {"training_wall_time_s": self.training, "evaluation_wall_time_s": scoring}
+
+
+def meta_train(name: str, seed: int, model, sampler, values: dict, args, device, times: WallTimes) -> TrainResult:
+    """Train ``model`` on ``sampler`` with the run's settings through metabook's training loop, resuming exactly
+    from this seed's checkpoint; adds its training time to ``times``."""
+    config = TrainConfig.for_sampler(sampler, algorithm="transformer", dataset=name, meta_batch=values["meta_batch"],
+                                     meta_lr=values["lr"], steps=values["steps"], clip_grad_norm=values["clip"],
+                                     log_every=min(100, values["steps"]), checkpoint_every=min(500, values["steps"]),
+                                     seed=seed, device=str(device))
+    began = time.perf_counter()
+    result = train_run(f"{name}, seed {seed}", config, model, sampler, None,
+                       args.checkpoints / f"in-context-{name}-seed{seed}.pt", args)
+    times.training += result.wall_time_s
+    times.training_here += time.perf_counter() - began
+    return result
+
+
 def summary(per_seed: list[float], num_tasks: int, metric: str = "mse") -> dict:
     """A run's headline in the results schema: the mean over seeds and its 95% t-interval (nan for one seed)."""
     seeds = over_seeds(per_seed)
@@ -117,29 +148,22 @@ def query_predictions(model: InContextTransformer):
     return lambda xs, ys, xq: model.predict(xs, ys, xq)[1]
 
 
-def wall_times(began: float, trained: float) -> dict:
-    """The run's training time (``trained`` s) and the rest since ``began`` (``time.perf_counter()``): scoring."""
-    return {"training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained}
-
-
 def linear_run(name: str, args, device) -> dict:
     noise = NOISE if name == "noisy" else 0.0
     values = settings(name, args.smoke)
     test = LinearRegressionSampler(DIM, CONTEXT, 1, noise_std=noise, seed=LINEAR_TEST_SEED).sample(args.test_tasks)
     shifted = LinearRegressionSampler(DIM, CONTEXT, 1, noise_std=noise, input_scale=OOD_SCALE,
                                       seed=LINEAR_TEST_SEED).sample(args.test_tasks)
-    seeds, began, trained = [], time.perf_counter(), 0.0
+    seeds, times = [], WallTimes()
     for seed in range(args.seeds):
         seed_everything(seed)
         model = make_transformer(DIM, values).to(device)
-        start = time.perf_counter()
-        losses = meta_train(model, LinearRegressionSampler(DIM, CONTEXT, 1, noise_std=noise, seed=seed),
-                            values["steps"], values["meta_batch"], values["lr"], values["clip"])
-        trained += time.perf_counter() - start
+        result = meta_train(name, seed, model, LinearRegressionSampler(DIM, CONTEXT, 1, noise_std=noise, seed=seed),
+                            values, args, device, times)
         predict = query_predictions(model.cpu())
         seeds.append({"seed": seed, "curve": curve(errors_by_context_size(predict, test)),
                       "ood_curve": curve(errors_by_context_size(predict, shifted)),
-                      "final_training_loss": sum(losses[-100:]) / len(losses[-100:])})
+                      "final_training_loss": result.curve[-1].meta_loss})  # the mean over the last 100 steps
         print(f"{name}, seed {seed}: error at k={HEADLINE_K} {seeds[-1]['curve']['mean'][HEADLINE_K]:.4f}", flush=True)
     # The baselines in float64: near k = d, least squares inverts a nearly singular matrix.
     test, shifted = test.to(torch.float64), shifted.to(torch.float64)
@@ -149,26 +173,23 @@ def linear_run(name: str, args, device) -> dict:
     headline = summary([s["curve"]["mean"][HEADLINE_K] for s in seeds], args.test_tasks)
     return {"test": headline, "test_setting": f"squared error / d at k = {HEADLINE_K}", "seeds": seeds,
             "baselines": baselines, "noise_std": noise, "dim": DIM, "ood_input_scale": OOD_SCALE,
-            **wall_times(began, trained)}
+            **times.as_dict()}
 
 
 def sinusoid_run(args, device) -> dict:
     values = settings("sinusoid", args.smoke)
-    seeds, began, trained = [], time.perf_counter(), 0.0
+    seeds, times = [], WallTimes()
     for seed in range(args.seeds):
         seed_everything(seed)
         model = make_transformer(1, values).to(device)
-        start = time.perf_counter()
-        meta_train(model, SinusoidSampler(CONTEXT, CONTEXT, seed=seed), values["steps"], values["meta_batch"],
-                   values["lr"], values["clip"])
-        trained += time.perf_counter() - start
+        meta_train("sinusoid", seed, model, SinusoidSampler(CONTEXT, CONTEXT, seed=seed), values, args, device, times)
         tests = {str(k): evaluate(model, SinusoidSampler(k, SINE_QUERIES, seed=SINE_SEED), None,
                                   num_tasks=args.sine_tasks).as_dict() for k in CONTEXT_SIZES}
         seeds.append({"seed": seed, "tests": tests})
         print(f"sinusoid, seed {seed}: " + ", ".join(f"K={k} {t['mean']:.4f}" for k, t in tests.items()), flush=True)
     by_k = {str(k): summary([s["tests"][str(k)]["mean"] for s in seeds], args.sine_tasks) for k in CONTEXT_SIZES}
     return {"test": by_k["10"], "test_setting": "MSE at K = 10", "tests": by_k, "seeds": seeds,
-            **wall_times(began, trained)}
+            **times.as_dict()}
 
 
 def lsa_run(args, device) -> dict:
@@ -176,14 +197,12 @@ def lsa_run(args, device) -> dict:
     test = LinearRegressionSampler(DIM, LSA_CONTEXT, 1, seed=LINEAR_TEST_SEED).sample(args.test_tasks)
     eta = best_step_size(LinearRegressionSampler(DIM, LSA_CONTEXT, 1, seed=LINEAR_TEST_SEED + 1).sample(20_000))
     step = gradient_descent(test.support_x, test.support_y, test.query_x, 1, eta)
-    seeds, began, trained = [], time.perf_counter(), 0.0
+    seeds, times = [], WallTimes()
     for seed in range(args.seeds):
         seed_everything(seed)
         model = LinearAttentionRegressor(DIM).to(device)
-        start = time.perf_counter()
-        meta_train(model, LinearRegressionSampler(DIM, LSA_CONTEXT, 1, seed=seed), values["steps"],
-                   values["meta_batch"], values["lr"], values["clip"])
-        trained += time.perf_counter() - start
+        meta_train("lsa", seed, model, LinearRegressionSampler(DIM, LSA_CONTEXT, 1, seed=seed), values, args, device,
+                   times)
         with torch.no_grad():
             prediction = model.cpu().predict(test.support_x, test.support_y, test.query_x)
         seeds.append({"seed": seed, "mse": (prediction - test.query_y).pow(2).mean().item(),
@@ -191,29 +210,27 @@ def lsa_run(args, device) -> dict:
         print(f"lsa, seed {seed}: {seeds[-1]}", flush=True)
     return {"test": summary([s["mse"] for s in seeds], args.test_tasks), "test_setting": "query MSE, k = 10",
             "seeds": seeds, "best_step_size": eta, "gd_mse": (step - test.query_y).pow(2).mean().item(),
-            **wall_times(began, trained)}
+            **times.as_dict()}
 
 
 def omniglot_run(args, device) -> dict:
     values = settings("omniglot", args.smoke)
     train_split = load_omniglot("train", cache=args.cache, mirror=args.mirror)
     test_split = load_omniglot("test", cache=args.cache, mirror=args.mirror)
-    seeds, began, trained = [], time.perf_counter(), 0.0
+    seeds, times = [], WallTimes()
     for seed in range(args.seeds):
         seed_everything(seed)
         model = InContextTransformer(values["filters"], ways=5, width=values["width"], depth=values["depth"],
                                      heads=values["heads"], embedding=omniglot_embedding(filters=values["filters"]))
-        start = time.perf_counter()
         episodes = ShuffledOrder(NWayKShotSampler(train_split, 5, 1, values["queries"], seed=seed), seed=seed)
-        meta_train(model.to(device), episodes, values["steps"], values["meta_batch"], values["lr"], values["clip"])
-        trained += time.perf_counter() - start
+        meta_train("omniglot", seed, model.to(device), episodes, values, args, device, times)
         test_episodes = ShuffledOrder(NWayKShotSampler(test_split, 5, 1, OMNIGLOT_TEST_QUERIES, seed=OMNIGLOT_TEST_SEED),
                                       seed=OMNIGLOT_TEST_SEED)
         test = evaluate(model, test_episodes, None, num_tasks=args.omniglot_tasks)
         seeds.append({"seed": seed, "test": test.as_dict() | {"per_task": test.per_task.tolist()}})
         print(f"omniglot, seed {seed}: {test}", flush=True)
     return {"test": summary([s["test"]["mean"] for s in seeds], args.omniglot_tasks, metric="accuracy"),
-            "test_setting": "5-way 1-shot accuracy", "seeds": seeds, **wall_times(began, trained)}
+            "test_setting": "5-way 1-shot accuracy", "seeds": seeds, **times.as_dict()}
 
 
 def main(argv=None) -> int:

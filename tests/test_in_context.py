@@ -4,15 +4,23 @@ import torch
 
 from metabook_learn.episodic import episode_gradient
 from metabook_learn.evaluation import evaluate
+from metabook_learn.training import TrainConfig, TrainingDiverged, train
 from metabook_learn.in_context import (InContextTransformer, LinearAttentionRegressor, LinearRegressionSampler,
                                  attention_mask, best_step_size, errors_by_context_size, gradient_descent,
-                                 gradient_step_attention, least_squares, meta_train, nearest_neighbours,
+                                 gradient_step_attention, least_squares, nearest_neighbours,
                                  regression_baselines, ridge)
 
 
 def small_transformer(x_dim=3, **kwargs):
     torch.manual_seed(0)
     return InContextTransformer(x_dim, width=16, depth=2, heads=2, **kwargs).double()
+
+
+def fit(model, sampler, steps, meta_batch, lr):
+    """Meta-train an in-context regressor with metabook's one training loop, as the chapter does."""
+    config = TrainConfig.for_sampler(sampler, algorithm="transformer", meta_batch=meta_batch, meta_lr=lr,
+                                     steps=steps, clip_grad_norm=1.0, log_every=1, device="cpu")
+    return train(config, model, sampler, progress=False)
 
 
 def linear_tasks(dim=3, shots=8, queries=4, num_tasks=5, noise_std=0.0, seed=0, dtype=torch.float64):
@@ -87,8 +95,9 @@ def test_the_batched_forward_gives_the_gradient_of_the_episodic_path():
     tasks = LinearRegressionSampler(3, 6, 2, seed=1).sample(4).to(torch.float64)
     loss, _ = model(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
     loss.backward()
-    for strategy in ("loop", "vmap"):
+    for strategy in ("loop", "vmap", "auto"):  # auto: the whole batch in one call, as in training
         g = episode_gradient(model, dict(model.named_parameters()), tasks, strategy)
+        assert g.strategy == ("batched" if strategy == "auto" else strategy)
         torch.testing.assert_close(g.loss, loss.detach())
         for name, p in model.named_parameters():
             torch.testing.assert_close(g.params[name], p.grad, msg=f"{strategy}: {name}")
@@ -233,8 +242,9 @@ def test_training_that_diverges_stops_and_says_so():
             tasks.support_y[:] = float("nan")
             return tasks
 
-    with pytest.raises(FloatingPointError, match="diverged at step 1"):
-        meta_train(small_transformer(2).float(), Broken(), steps=2, meta_batch=2, lr=1e-3)
+    Broken.num_shots, Broken.num_queries = 3, 1
+    with pytest.raises(TrainingDiverged, match="diverged at step 1"):
+        fit(small_transformer(2).float(), Broken(), steps=2, meta_batch=2, lr=1e-3)
 
 
 # ── It learns: error falls with the context size (quick) ────────────────────
@@ -244,7 +254,7 @@ def test_after_a_short_training_in_context_error_falls_with_context_size():
     torch.manual_seed(0)
     d = 2
     model = InContextTransformer(d, width=32, depth=2, heads=2)
-    meta_train(model, LinearRegressionSampler(d, 10, 1, seed=0), steps=300, meta_batch=32, lr=2e-3)
+    fit(model, LinearRegressionSampler(d, 10, 1, seed=0), steps=300, meta_batch=32, lr=2e-3)
     test = LinearRegressionSampler(d, 10, 1, seed=123).sample(500)
     with torch.no_grad():
         prefix, _ = model.predict(test.support_x, test.support_y, test.support_x, prefixes=True)

@@ -441,3 +441,16 @@ def test_the_meta_learning_rate_halves_on_schedule_and_adam_uses_it():
     optimizer = make_optimizer(maml, params, None)
     meta_step(maml, model, params, None, optimizer, NWayKShotSampler(data, WAYS, 1, 2, seed=3).sample(2), step=4)
     assert [group["lr"] for group in optimizer.param_groups] == [0.0025]
+
+
+def test_the_config_for_a_sampler_reads_its_task_shape():
+    from metabook_learn.data import ShuffledOrder
+    from metabook_learn.in_context import LinearRegressionSampler
+
+    sine = TrainConfig.for_sampler(SinusoidSampler(5, 7))
+    assert (sine.shots, sine.queries, sine.loss, sine.dataset) == (5, 7, "mse", "regression")
+    linear = TrainConfig.for_sampler(LinearRegressionSampler(3, 4, 2), algorithm="transformer", dataset="linear")
+    assert (linear.shots, linear.queries, linear.loss, linear.dataset) == (4, 2, "mse", "linear")
+    images = TrainConfig.for_sampler(ShuffledOrder(NWayKShotSampler(tiny_images(), 4, 2, 3)), algorithm="transformer",
+                                     meta_batch=2)
+    assert (images.ways, images.shots, images.queries, images.loss, images.meta_batch) == (4, 2, 3, "cross_entropy", 2)
