@@ -36,6 +36,7 @@ Not a :class:`metabook_learn.methods.Method` either, for the reason given in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +47,12 @@ from metabook_learn.policy_gradient import discounted_returns, fit_linear_baseli
 from metabook_learn.rl_envs import PointNavigation
 
 __all__ = ["MAMLRLConfig", "init_policy", "policy_mean", "log_prob", "sample_trajectories", "Trajectories",
-           "advantages_of", "inner_step", "meta_loss", "train_maml_rl", "adaptation_curve"]
+           "advantages_of", "inner_step", "meta_loss", "train_maml_rl", "adaptation_curve", "AUTHORS_TEST"]
+
+
+# How the authors measured adaptation on new goals (cbfinn/maml_rl, maml_examples/test_maml_point.py):
+# step sizes of the three test steps, and trajectories sampled for each step (batch_size 4000 / horizon 100).
+AUTHORS_TEST = {"inner_lr": (0.5, 0.25, 0.25), "paths": 40}
 
 
 @dataclass(frozen=True)
@@ -245,10 +251,20 @@ def train_maml_rl(config: MAMLRLConfig) -> MAMLRLResult:
     return result
 
 
-def adaptation_curve(params: Params, goals: torch.Tensor, steps: int, inner_lr: float, paths: int = 20,
-                     horizon: int = 100, discount: float = 0.99, seed: int = 0) -> torch.Tensor:
+def adaptation_curve(params: Params, goals: torch.Tensor, steps: int, inner_lr: float | Sequence[float],
+                     paths: int = 20, horizon: int = 100, discount: float = 0.99, seed: int = 0) -> torch.Tensor:
     """``[steps + 1, N]``: the mean return on each goal after 0, 1, ..., ``steps`` policy-gradient steps
-    of size ``inner_lr`` from ``params``, each on ``paths`` fresh trajectories (the paper's Fig. 4)."""
+    from ``params``, each on ``paths`` fresh trajectories (the paper's Fig. 4).
+
+    ``inner_lr``: one step size for every step, or one per step. The authors'
+    test (``maml_examples/test_maml_point.py`` of cbfinn/maml_rl) takes its first
+    step with the training α = 0.5 and every later one with half of it (rllab's
+    ``VPG`` with ``init_learning_rate=0.5`` and a learning rate of 0.5 · 0.5), on
+    40 trajectories per step (``batch_size=4000``, horizon 100): :data:`AUTHORS_TEST`.
+    """
+    rates = [float(inner_lr)] * steps if isinstance(inner_lr, (int, float)) else [float(r) for r in inner_lr]
+    if len(rates) != steps:
+        raise ValueError(f"inner_lr gives {len(rates)} step sizes for {steps} steps: give one, or one per step")
     n = goals.shape[0]
     current = {name: tensor.detach().expand(n, *tensor.shape).clone() for name, tensor in params.items()}
     returns = []
@@ -257,6 +273,6 @@ def adaptation_curve(params: Params, goals: torch.Tensor, steps: int, inner_lr: 
         returns.append(trajectories.mean_return())
         if step < steps:
             advantages = advantages_of(trajectories, discount)
-            current = inner_step(current, trajectories, advantages, inner_lr, create_graph=False,
+            current = inner_step(current, trajectories, advantages, rates[step], create_graph=False,
                                  per_task_params=True)
     return torch.stack(returns)

@@ -16,7 +16,11 @@ maml-nav   MAML-RL (metabook_learn.maml_rl) on 2-D navigation with the authors'
            sizes (100-100 ReLU policy, α = 0.5, 20 trajectories, 40 tasks per
            meta-batch, horizon 100), 500 meta-iterations of Adam 1e-3; beside it
            a policy pretrained on all goals (same updates, no inner step) and a
-           random initialization, each adapted on the same test goals.
+           random initialization, each adapted on the same test goals as the
+           authors' test script adapts (``maml_examples/test_maml_point.py``):
+           step sizes 0.5, then 0.25, 0.25, on 40 fresh trajectories per step;
+           ``curves_constant_step`` scores the same policies with 0.5 at every
+           step on 20 trajectories, as this script did before.
 =========  ===================================================================
 
 Why γ = 0.8: with γ = 1 (the trial's undiscounted reward, what regret counts) RL²
@@ -40,7 +44,8 @@ TRPO bounds every outer step by a KL trust region; Adam at 1e-2 does not.
 Scores: an RL² run's ``test`` is its mean regret on 2000 test bandits (the same
 for every seed and for the classical algorithms, whose regrets the run records
 too, with RL²'s paired differences); a MAML run's ``test`` is the mean return
-on 100 test goals after one adaptation step. Every ``ci95`` here is the
+on 100 test goals after one adaptation step (the policies are saved in
+``--checkpoints``, and a seed whose file exists is only scored again). Every ``ci95`` here is the
 half-width of a 95% t-interval over the three training seeds, not over tasks.
 
 Expected duration on one CPU core, three seeds included: per-update times measured
@@ -65,7 +70,7 @@ import torch
 from metabook_learn.bandit_baselines import BASELINES, play
 from metabook_learn.checkpoint import provenance
 from metabook_learn.evaluation import over_seeds, paired_difference
-from metabook_learn.maml_rl import MAMLRLConfig, adaptation_curve, init_policy, train_maml_rl
+from metabook_learn.maml_rl import AUTHORS_TEST, MAMLRLConfig, adaptation_curve, init_policy, train_maml_rl
 from metabook_learn.rl2 import RL2Config, play_rl2, train_rl2
 from metabook_learn.rl_envs import BernoulliBandits, PointNavigation
 
@@ -125,25 +130,44 @@ def maml_run(args, checkpoints: Path) -> dict:
     sizes = MAML_SMOKE if args.smoke else MAML_FULL
     test_goals = 8 if args.smoke else 100
     goals = PointNavigation(test_goals).sample_goals(test_goals, torch.Generator().manual_seed(TEST_SEED))
-    began = time.perf_counter()
-    curves = {"maml": [], "pretrained": [], "scratch": []}
+    protocols = {  # how the adapted policies are scored: the authors' test, and one step size throughout
+        "authors": dict(inner_lr=AUTHORS_TEST["inner_lr"], paths=3 if args.smoke else AUTHORS_TEST["paths"]),
+        "constant_step": dict(inner_lr=0.5, paths=sizes["paths"])}
+    began, trained = time.perf_counter(), 0.0
+    curves = {protocol: {"maml": [], "pretrained": [], "scratch": []} for protocol in protocols}
     for seed in SEEDS:
-        maml = train_maml_rl(MAMLRLConfig(seed=seed, **sizes))
-        pretrained = train_maml_rl(MAMLRLConfig(seed=seed, maml=False, **sizes))
-        torch.save({"maml": maml.params, "pretrained": pretrained.params}, checkpoints / f"maml-nav-seed{seed}.pt")
-        for key, params in (("maml", maml.params), ("pretrained", pretrained.params),
-                            ("scratch", init_policy(sizes["hidden"], seed))):
-            curves[key].append(adaptation_curve(params, goals, 3, inner_lr=0.5, paths=sizes["paths"],
-                                                seed=TEST_SEED + seed))
-    curves = {key: torch.stack(value).mean(2) for key, value in curves.items()}  # [seeds, steps + 1]
-    after_one = seed_summary(curves["maml"][:, 1])
-    difference = paired_difference(curves["maml"][:, 1], curves["pretrained"][:, 1])
+        checkpoint = checkpoints / f"maml-nav-seed{seed}.pt"
+        if checkpoint.is_file():  # trained before: score it again
+            policies = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            trained += policies["training_wall_time_s"]
+        else:
+            start = time.perf_counter()
+            policies = {"maml": train_maml_rl(MAMLRLConfig(seed=seed, **sizes)).params,
+                        "pretrained": train_maml_rl(MAMLRLConfig(seed=seed, maml=False, **sizes)).params}
+            policies["training_wall_time_s"] = time.perf_counter() - start
+            trained += policies["training_wall_time_s"]
+            torch.save(policies, checkpoint)
+        for protocol, scoring in protocols.items():
+            for key, params in (("maml", policies["maml"]), ("pretrained", policies["pretrained"]),
+                                ("scratch", init_policy(sizes["hidden"], seed))):
+                curves[protocol][key].append(adaptation_curve(params, goals, 3, seed=TEST_SEED + seed, **scoring))
+    summaries = {}
+    for protocol, by_policy in curves.items():
+        by_policy = {key: torch.stack(value).mean(2) for key, value in by_policy.items()}  # [seeds, steps + 1]
+        summaries[protocol] = {key: [seed_summary(value[:, k]) for k in range(value.shape[1])]
+                               for key, value in by_policy.items()}
+        if protocol == "authors":
+            after_one = seed_summary(by_policy["maml"][:, 1])
+            difference = paired_difference(by_policy["maml"][:, 1], by_policy["pretrained"][:, 1])
     return {"test": {"metric": "return", "num_tasks": test_goals, "setting": "one adaptation step", **after_one},
             "paper": PAPER_MAML,
-            "curves": {key: [seed_summary(value[:, k]) for k in range(value.shape[1])]
-                       for key, value in curves.items()},
+            "test_protocol": ("the authors' (maml_examples/test_maml_point.py of cbfinn/maml_rl): step sizes "
+                              f"{AUTHORS_TEST['inner_lr']}, {AUTHORS_TEST['paths']} trajectories per step"),
+            "curves": summaries["authors"],
+            "curves_constant_step": summaries["constant_step"],
+            "constant_step_protocol": f"step size 0.5 at every step, {sizes['paths']} trajectories per step",
             "maml_minus_pretrained_after_one_step": {"mean": difference.mean, "ci95": difference.half_width},
-            "training_wall_time_s": time.perf_counter() - began, "evaluation_wall_time_s": 0.0,
+            "training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained,
             "config": asdict(MAMLRLConfig(**sizes)), "seeds": list(SEEDS),
             "provenance": provenance(torch.device("cpu"))}
 

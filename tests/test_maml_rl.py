@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from metabook_learn.maml_rl import (MAMLRLConfig, adaptation_curve, advantages_of, init_policy, inner_step, log_prob,
-                              meta_loss, sample_trajectories, train_maml_rl)
+from metabook_learn.maml_rl import (AUTHORS_TEST, MAMLRLConfig, adaptation_curve, advantages_of, init_policy,
+                                    inner_step, log_prob, meta_loss, sample_trajectories, train_maml_rl)
 from metabook_learn.rl_envs import PointNavigation
 
 
@@ -67,6 +67,27 @@ def test_a_short_meta_training_adapts_in_one_step():
     assert result.return_after[-1] > result.return_before[0]
     with pytest.raises(ValueError, match="paths"):
         MAMLRLConfig(paths=1)
+
+
+def test_the_adaptation_curve_takes_one_step_size_per_step_as_the_authors_test_does():
+    params = init_policy(8, seed=1)
+    goals = PointNavigation(3).sample_goals(3, torch.Generator().manual_seed(2))
+    curve = adaptation_curve(params, goals, steps=2, inner_lr=(0.5, 0.25), paths=4, horizon=10, seed=5)
+    # The same by hand: sample, step with 0.5 on fresh trajectories, sample, step with 0.25, sample.
+    current = {name: tensor.expand(3, *tensor.shape).clone() for name, tensor in params.items()}
+    expected = []
+    for step, rate in enumerate((0.5, 0.25, None)):
+        trajectories = sample_trajectories(current, goals, 4, 10, seed=5 + step)
+        expected.append(trajectories.mean_return())
+        if rate is not None:
+            current = inner_step(current, trajectories, advantages_of(trajectories, 0.99), rate, create_graph=False,
+                                 per_task_params=True)
+    torch.testing.assert_close(curve, torch.stack(expected))
+    same = adaptation_curve(params, goals, steps=2, inner_lr=0.5, paths=4, horizon=10, seed=5)
+    assert torch.equal(same[:2], curve[:2]) and not torch.equal(same[2], curve[2])
+    assert AUTHORS_TEST == {"inner_lr": (0.5, 0.25, 0.25), "paths": 40}
+    with pytest.raises(ValueError, match="one per step"):
+        adaptation_curve(params, goals, steps=3, inner_lr=(0.5, 0.25), paths=4, horizon=10)
 
 
 def test_training_is_reproducible_and_divergence_stops_it():
