@@ -21,7 +21,7 @@ COMMON=(--device cpu --no-progress)
 lane_a() {
     $PY scripts/full_scale_gradient.py --runs maml-5way-1shot maml-5way-1shot-alpha0.4 "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_protonets.py --runs protonet-vinyals protonet-vinyals-bf16 "${COMMON[@]}" --output runs/out/protonets-a.json
-    $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot anil-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
+    $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot fomaml-5way-1shot-alpha0.4 anil-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
 }
 
