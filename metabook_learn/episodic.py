@@ -25,8 +25,9 @@ the gradient of the mean episode loss over a meta-batch,
 computed here task by task with the same two strategies as MAML
 (:func:`metabook_learn.inner_loop.over_tasks`): a Python loop, or ``torch.func.vmap``.
 A model whose ``forward`` also takes a whole batch of episodes ``[T, S, ...]``
-and returns the mean of their losses sets ``reads_task_batches = True`` (the
-in-context learners of :mod:`metabook_learn.in_context` do); with
+and returns the mean of their losses sets ``reads_task_batches = True`` (an
+attribute or a property; the in-context learners of :mod:`metabook_learn.in_context`
+do, for sequences of vectors); with
 ``strategy="auto"`` it is then called once on the batch, which gives the same
 gradient when every task has as many points, in one vectorized pass.
 :func:`metabook_learn.training.train` and :func:`metabook_learn.evaluation.evaluate` use
