@@ -24,7 +24,9 @@ sinusoid   the same transformer on MAML's sine waves (x_dim 1), 20 examples + 20
            MAML's in results/neural_processes.json.
 lsa        one linear self-attention layer on d = 5, 10 examples, noiseless, 10,000 steps, Adam 3e-3, no
            clipping; tested against one GD step with the best rate η* (von Oswald et al. 2023).
-omniglot   not in the default runs (it wants a GPU): 5-way 1-shot Omniglot, the transformer reading
+omniglot   not in the default runs (about 9 hours per seed on one CPU core, 1.6 s per step in
+           benchmarks/results/in_context_step_cpu.txt; it resumes from its checkpoints, or use a GPU):
+           5-way 1-shot Omniglot, the transformer reading
            MAML's Omniglot body (64 filters) with one-hot labels (as SNAIL), support sets in random
            order (ShuffledOrder), 15 queries per class, meta-batch 32, Adam 1e-3, 20,000 steps;
            tested on 600 episodes of held-out characters (seed 1), transductive batch norm.
@@ -241,7 +243,7 @@ def main(argv=None) -> int:
     parser.set_defaults(runs=list(DEFAULT_RUNS))
     for action in parser._actions:  # say so in --help too
         if action.dest == "runs":
-            action.help = f"which runs (default: {', '.join(DEFAULT_RUNS)}; omniglot wants a GPU)"
+            action.help = f"which runs (default: {', '.join(DEFAULT_RUNS)}; omniglot: hours per seed on a CPU)"
     args = parser.parse_args(argv)
     device = settle(args, SCRIPT)
     args.seeds = args.seeds or (1 if args.smoke else 3)
