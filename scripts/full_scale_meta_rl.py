@@ -41,6 +41,14 @@ returns of -650 and -710, against about -42 for a random one). A probe with 1e-3
 one step on 100 test goals, near the paper's -40.41 and -11.68. The authors'
 TRPO bounds every outer step by a KL trust region; Adam at 1e-2 does not.
 
+Why the authors' test protocol: scored with step size 0.5 at every step on 20
+trajectories, the three MAML policies got worse after the first step (-13.0,
+-15.8, -15.0 after 1, 2, 3 steps) while the pretrained ones improved; scored as
+``maml_examples/test_maml_point.py`` scores (0.5, then 0.25, 0.25; 40
+trajectories per step) the same policies reach -12.0, -5.4, -5.0, near the
+paper's -11.68, -3.33, -3.23. The results file keeps both (``curves`` and
+``curves_constant_step``).
+
 Scores: an RL² run's ``test`` is its mean regret on 2000 test bandits (the same
 for every seed and for the classical algorithms, whose regrets the run records
 too, with RL²'s paired differences); a MAML run's ``test`` is the mean return

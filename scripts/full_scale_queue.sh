@@ -13,7 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 METABOOK_MIRROR="${METABOOK_MIRROR:-$(cd ../shared/data 2>/dev/null && pwd)}"
 mkdir -p runs/full_scale runs/logs runs/out
-cp -n results/checkpoints/*.pt runs/full_scale/ 2>/dev/null || true
+mkdir -p runs/full_scale_meta_rl
+for checkpoint in results/checkpoints/*.pt; do  # MAML-RL's policies go where scripts/full_scale_meta_rl.py looks
+    case "$(basename "$checkpoint")" in
+        maml-nav-*) cp -n "$checkpoint" runs/full_scale_meta_rl/ ;;
+        *) cp -n "$checkpoint" runs/full_scale/ ;;
+    esac
+done
 
 PY=.venv/bin/python
 COMMON=(--device cpu --no-progress)
