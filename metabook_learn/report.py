@@ -87,9 +87,12 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
             rows.append(ResultRow(
                 source=path.name, run=name,
                 method=run.get("algorithm") or config.get("algorithm") or name.split("-")[0],  # meta-RL: "rl2-n10"
-                setting=run.get("setting") or run.get("test_setting") or config.get("dataset", ""),
+                setting=": ".join(filter(None, (run.get("setting"), run.get("test_setting")))) or config.get("dataset", ""),
                 metric=test["metric"], score=test["mean"], ci95=test["ci95"], paper=run["paper"],
-                protocol=_protocol(test, config), differences=run.get("deviations_from_paper", ""),
+                # A headline over training seeds (meta-RL, in-context runs) carries its per-seed values.
+                protocol=_protocol(test, config) + (f"; ± over {len(test['per_seed'])} seeds (95% t-interval)"
+                                                    if len(test.get("per_seed", [])) > 1 else ""),
+                differences=run.get("deviations_from_paper", ""),
                 seeds=seeds if isinstance(seeds, int) else len(seeds),
                 steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
                 training_minutes=run["training_wall_time_s"] / 60, curve=_curve(run)))

@@ -84,6 +84,14 @@ PAPER = {
     "lsa": "none comparable (von Oswald et al., 2023, Fig. 2: d = 10, trained LSA ≈ one GD step)",
     "omniglot": "98.7 ± 0.4 (MAML, Finn et al., 2017, Table 1: another method, for scale)",
 }
+# What each run trains, for the results page (metabook_learn.report): the method and the tasks.
+DESCRIPTION = {
+    "noiseless": {"algorithm": "transformer", "setting": f"linear regression in context, d = {DIM}, noiseless"},
+    "noisy": {"algorithm": "transformer", "setting": f"linear regression in context, d = {DIM}, noise σ = {NOISE}"},
+    "sinusoid": {"algorithm": "transformer", "setting": "sine waves (MAML's), in context"},
+    "lsa": {"algorithm": "linear attention", "setting": f"linear regression in context, d = {DIM}, one layer"},
+    "omniglot": {"algorithm": "transformer", "setting": "Omniglot 5-way 1-shot, in context"},
+}
 OMNIGLOT_TEST_SEED, OMNIGLOT_TEST_QUERIES = 1, 15
 SCRIPT = Script(__file__, __doc__, "in_context.json", runs=RUNS, data=True, bf16=False, seed=False,
                 checkpoints="runs/full_scale_in_context",
@@ -258,8 +266,8 @@ def main(argv=None) -> int:
             continue
         run = {"sinusoid": sinusoid_run, "lsa": lsa_run, "omniglot": omniglot_run}.get(name)
         record = run(args, device) if run else linear_run(name, args, device)
-        results["runs"][name] = {**record, "paper": PAPER[name], "config": settings(name, args.smoke),
-                                 "provenance": provenance(device)}
+        results["runs"][name] = {**record, **DESCRIPTION[name], "paper": PAPER[name],
+                                 "config": settings(name, args.smoke), "provenance": provenance(device)}
         save(results, args.output)
 
     print_table(["run", "headline", "mean over seeds (95% t-interval)"],

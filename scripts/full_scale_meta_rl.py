@@ -129,6 +129,7 @@ def rl2_run(name: str, args, checkpoints: Path) -> dict:
         difference = paired_difference(regrets, regret.expand_as(regrets))
         differences[baseline] = {"mean": difference.mean, "ci95": difference.half_width}
     return {"test": {"metric": "regret", "num_tasks": args.test_tasks, **seed_summary(regrets.mean(1))},
+            "algorithm": "rl2", "setting": f"Bernoulli bandits, {ARMS} arms, n = {n} pulls",
             "paper": PAPER_RL2.format(n=n), "baselines": baselines, "rl2_minus_baseline": differences,
             "training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained,
             "config": config, "seeds": list(SEEDS), "provenance": provenance(torch.device("cpu"))}
@@ -168,7 +169,7 @@ def maml_run(args, checkpoints: Path) -> dict:
             after_one = seed_summary(by_policy["maml"][:, 1])
             difference = paired_difference(by_policy["maml"][:, 1], by_policy["pretrained"][:, 1])
     return {"test": {"metric": "return", "num_tasks": test_goals, "setting": "one adaptation step", **after_one},
-            "paper": PAPER_MAML,
+            "paper": PAPER_MAML, "algorithm": "maml", "setting": "2-D navigation, return after one adaptation step",
             "test_protocol": ("the authors' (maml_examples/test_maml_point.py of cbfinn/maml_rl): step sizes "
                               f"{AUTHORS_TEST['inner_lr']}, {AUTHORS_TEST['paths']} trajectories per step"),
             "curves": summaries["authors"],
