@@ -38,7 +38,8 @@ def test_the_book_registers_every_method_in_order_each_from_its_own_module():
     for name in BOOK_METHODS:
         origin = methods.origin(name)
         assert origin.startswith("metabook_learn.") and origin not in ("metabook_learn.methods", "metabook_learn.training"), origin
-    assert methods.names(episodic=True) == ("protonet", "r2d2", "lrd2", "cnp", "np", "transformer")
+    book_episodic = tuple(n for n in methods.names(episodic=True) if methods.origin(n).startswith("metabook_learn."))
+    assert book_episodic == ("protonet", "r2d2", "lrd2", "cnp", "np", "transformer")
     assert methods.names(domains=True) == ("erm", "mldg")
     with pytest.raises(ValueError, match="unknown algorithm 'mamll'; choose one of: maml, fomaml, anil"):
         methods.get("mamll")
