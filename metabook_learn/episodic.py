@@ -47,8 +47,8 @@ from metabook_learn.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tas
 from metabook_learn.methods import Method, Step
 from metabook_learn.models import IMAGE_DATA_SETS
 
-__all__ = ["is_episodic", "reads_task_batches", "EpisodeGradient", "episode_gradient", "episode_outputs", "episodic_step",
-           "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP", "episodic_image_classifier"]
+__all__ = ["is_episodic", "reads_task_batches", "EpisodeGradient", "episode_gradient", "episode_outputs",
+           "episodic_step", "episodic_outputs", "check_episodic_config", "NO_INNER_LOOP", "episodic_image_classifier"]
 
 
 def is_episodic(model: nn.Module) -> bool:
