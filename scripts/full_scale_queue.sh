@@ -13,10 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 METABOOK_MIRROR="${METABOOK_MIRROR:-$(cd ../shared/data 2>/dev/null && pwd)}"
 mkdir -p runs/full_scale runs/logs runs/out
-mkdir -p runs/full_scale_meta_rl
-for checkpoint in results/checkpoints/*.pt; do  # MAML-RL's policies go where scripts/full_scale_meta_rl.py looks
+mkdir -p runs/full_scale_meta_rl runs/full_scale_in_context
+for checkpoint in results/checkpoints/*.pt; do  # each script's checkpoints go where that script looks
     case "$(basename "$checkpoint")" in
         maml-nav-*) cp -n "$checkpoint" runs/full_scale_meta_rl/ ;;
+        in-context-*) cp -n "$checkpoint" runs/full_scale_in_context/ ;;
         *) cp -n "$checkpoint" runs/full_scale/ ;;
     esac
 done
@@ -25,6 +26,7 @@ PY=.venv/bin/python
 COMMON=(--device cpu --no-progress)
 
 lane_a() {
+    $PY scripts/full_scale_in_context.py --runs noiseless noisy "${COMMON[@]}" --output runs/out/in_context-a.json
     $PY scripts/full_scale_gradient.py --runs maml-5way-1shot maml-5way-1shot-alpha0.4 "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_protonets.py --runs protonet-vinyals protonet-vinyals-bf16 "${COMMON[@]}" --output runs/out/protonets-a.json
     $PY scripts/full_scale_gradient.py --runs fomaml-5way-1shot fomaml-5way-1shot-alpha0.4 anil-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
@@ -32,6 +34,7 @@ lane_a() {
 }
 
 lane_b() {
+    $PY scripts/full_scale_in_context.py --runs sinusoid "${COMMON[@]}" --output runs/out/in_context-b.json
     $PY scripts/full_scale_protonets.py --runs protonet-5shot "${COMMON[@]}" --output runs/out/protonets-b.json
     $PY scripts/full_scale_gradient.py --runs reptile-5way-1shot metasgd-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
     $PY scripts/full_scale_closed_form.py --runs lrd2-omniglot-5way-1shot r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
@@ -39,7 +42,7 @@ lane_b() {
 }
 
 if [ "${1:-}" = status ]; then
-    for checkpoint in runs/full_scale/*.pt; do
+    for checkpoint in runs/full_scale/*.pt runs/full_scale_in_context/*.pt; do
         $PY - "$checkpoint" <<'PY'
 import sys, torch
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
