@@ -260,7 +260,7 @@ def adaptation_curve(params: Params, goals: torch.Tensor, steps: int, inner_lr: 
     test (``maml_examples/test_maml_point.py`` of cbfinn/maml_rl) takes its first
     step with the training α = 0.5 and every later one with half of it (rllab's
     ``VPG`` with ``init_learning_rate=0.5`` and a learning rate of 0.5 · 0.5), on
-    40 trajectories per step (``batch_size=4000``, horizon 100): :data:`AUTHORS_TEST`.
+    40 trajectories per step (``batch_size=4000``, horizon 100): ``AUTHORS_TEST``.
     """
     rates = [float(inner_lr)] * steps if isinstance(inner_lr, (int, float)) else [float(r) for r in inner_lr]
     if len(rates) != steps:
