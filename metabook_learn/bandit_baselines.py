@@ -26,6 +26,16 @@ posterior state Beta(a, b) is compared with a retirement option paying λ foreve
 the index is the λ at which retiring and pulling once more are equally good.
 We solve the recursion backwards from a depth where the arm is treated as known
 (``V = max(λ, p)/(1−γ)``), for a grid of λ at once, and interpolate the root.
+
+``DUAN_TABLE1`` holds Duan et al.'s (2016) Table 1 as printed: the average *total
+reward* of each algorithm over 1000 bandits with uniform arm means. Their UCB1
+starts every arm at one success and one failure and has a tuned constant ``c``;
+every method with a hyperparameter was tuned by grid search per setting. They
+also ran optimistic Thompson sampling and ε-greedy play, which this module does
+not have. :func:`duan_regret` converts a row to expected regret,
+``n · E[max_i μ_i] − total reward`` with ``E[max_i μ_i] = k / (k + 1)`` for ``k``
+uniform means, which is what :func:`play` measures (up to the reward noise that
+averages out over bandits).
 """
 from __future__ import annotations
 
@@ -37,7 +47,7 @@ import torch
 from metabook_learn.rl_envs import BernoulliBandits
 
 __all__ = ["random_policy", "greedy", "ucb1", "thompson", "gittins", "gittins_indices", "play", "BanditRun",
-           "BASELINES"]
+           "BASELINES", "DUAN_TABLE1", "DUAN_TABLE1_COLUMNS", "duan_regret", "expected_best_mean"]
 
 Policy = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -166,3 +176,34 @@ def play(policy: Policy, env: BernoulliBandits, seed: int, means: torch.Tensor |
 
 BASELINES = {"random": lambda horizon: random_policy, "greedy": lambda horizon: greedy,
              "ucb1": lambda horizon: ucb1, "thompson": lambda horizon: thompson, "gittins": gittins}
+
+
+# Duan et al. (2016), "RL²: Fast reinforcement learning via slow reinforcement learning", arXiv:1611.02779,
+# Table 1: average total reward over 1000 bandits, (arms k, pulls n) -> one value per column.
+DUAN_TABLE1_COLUMNS = ("random", "gittins", "thompson", "optimistic_thompson", "ucb1", "epsilon_greedy", "greedy",
+                       "rl2")
+DUAN_TABLE1 = {
+    (5, 10): (5.0, 6.6, 5.7, 6.5, 6.7, 6.6, 6.6, 6.7),
+    (10, 10): (5.0, 6.6, 5.5, 6.2, 6.7, 6.6, 6.6, 6.7),
+    (50, 10): (5.1, 6.5, 5.2, 5.5, 6.6, 6.5, 6.5, 6.8),
+    (5, 100): (49.9, 78.3, 74.7, 77.9, 78.0, 75.4, 74.8, 78.7),
+    (10, 100): (49.9, 82.8, 76.7, 81.4, 82.4, 77.4, 77.1, 83.5),
+    (50, 100): (49.8, 85.2, 64.5, 67.7, 84.3, 78.3, 78.0, 84.9),
+    (5, 500): (249.8, 405.8, 402.0, 406.7, 405.8, 388.2, 380.6, 401.6),
+    (10, 500): (249.0, 437.8, 429.5, 438.9, 437.1, 408.0, 395.0, 432.5),
+    (50, 500): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9),
+}
+
+
+def expected_best_mean(arms: int) -> float:
+    """E[max of ``arms`` independent Uniform(0, 1) means] = k / (k + 1)."""
+    return arms / (arms + 1)
+
+
+def duan_regret(arms: int, pulls: int) -> dict[str, float]:
+    """Duan et al.'s Table 1 row for ``arms`` and ``pulls`` as expected regret, by column name."""
+    if (arms, pulls) not in DUAN_TABLE1:
+        raise KeyError(f"Duan et al.'s Table 1 has no row for k = {arms}, n = {pulls}; "
+                       f"it has {sorted(DUAN_TABLE1)}")
+    best = pulls * expected_best_mean(arms)
+    return {column: best - reward for column, reward in zip(DUAN_TABLE1_COLUMNS, DUAN_TABLE1[(arms, pulls)])}

@@ -62,8 +62,9 @@ of updates (the wall times of the runs made are in the results file). rl2-n10
 about 55 min (0.36 s per update), rl2-n100 about 15 min (0.19 s), rl2-n500 about
 45 min (0.62 s), maml-nav about 30 min (0.87 s per MAML and 0.19 s per pretraining
 iteration): about 2.5 hours in all. The results file is rewritten after every run.
-Duan et al. (2016) report their bandit results in Table 1 (total reward, not
-regret); this script does not copy them: the ``paper`` field says where to look.
+Duan et al. (2016) report their bandit results in Table 1 as total reward; an RL²
+run's ``paper`` field quotes its row and ``paper_regret`` converts it to regret
+(``metabook_learn.bandit_baselines.duan_regret``: n · k/(k+1) − total reward).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ from pathlib import Path
 
 import torch
 
-from metabook_learn.bandit_baselines import BASELINES, play
+from metabook_learn.bandit_baselines import BASELINES, DUAN_TABLE1, DUAN_TABLE1_COLUMNS, duan_regret, play
 from metabook_learn.checkpoint import provenance
 from metabook_learn.evaluation import over_seeds, paired_difference
 from metabook_learn.maml_rl import AUTHORS_TEST, MAMLRLConfig, adaptation_curve, init_policy, train_maml_rl
@@ -91,8 +92,15 @@ RUNS = (*RL2_RUNS, "maml-nav")
 # outer_lr 1e-3: at MAMLRLConfig's 1e-2 two of three seeds ran off before adaptation (see the docstring)
 MAML_FULL = dict(iterations=500, meta_batch=40, paths=20, hidden=100, outer_lr=1e-3)
 MAML_SMOKE = dict(iterations=2, meta_batch=4, paths=3, hidden=8)
-PAPER_RL2 = ("none copied: Duan et al. (2016), Table 1, report the total reward of RL² and of the classical "
-             "algorithms for k = 5, n = {n} (total reward = n · E[max mean] − regret, E[max mean] = 5/6 for k = 5)")
+
+
+def paper_rl2(n: int) -> str:
+    """Duan et al.'s Table 1 row for ``ARMS`` arms and ``n`` pulls, as they print it (total reward)."""
+    row = ", ".join(f"{column} {reward}" for column, reward in zip(DUAN_TABLE1_COLUMNS, DUAN_TABLE1[(ARMS, n)]))
+    return (f"Duan et al. (2016), Table 1, k = {ARMS}, n = {n}, average total reward over 1000 bandits: {row} "
+            f"(regret = n · k/(k+1) − total reward: paper_regret)")
+
+
 PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 left: the mean over 40 goals in the authors' "
               "icml/icml_point_results_maml.pkl of cbfinn/maml_rl; -40.41, -3.33, -3.23 after 0, 2, 3 steps)")
 
@@ -130,7 +138,8 @@ def rl2_run(name: str, args, checkpoints: Path) -> dict:
         differences[baseline] = {"mean": difference.mean, "ci95": difference.half_width}
     return {"test": {"metric": "regret", "num_tasks": args.test_tasks, **seed_summary(regrets.mean(1))},
             "algorithm": "rl2", "setting": f"Bernoulli bandits, {ARMS} arms, n = {n} pulls",
-            "paper": PAPER_RL2.format(n=n), "baselines": baselines, "rl2_minus_baseline": differences,
+            "paper": paper_rl2(n), "paper_regret": duan_regret(ARMS, n),
+            "baselines": baselines, "rl2_minus_baseline": differences,
             "training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained,
             "config": config, "seeds": list(SEEDS), "provenance": provenance(torch.device("cpu"))}
 

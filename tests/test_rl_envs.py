@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from metabook_learn.bandit_baselines import BASELINES, gittins_indices, play
+from metabook_learn.bandit_baselines import BASELINES, DUAN_TABLE1, duan_regret, expected_best_mean, gittins_indices, play
 from metabook_learn.rl_envs import BernoulliBandits, PointNavigation
 
 
@@ -107,3 +107,25 @@ def test_random_is_worst_and_greedy_falls_behind_on_long_episodes():
               for name, make in BASELINES.items()}
     assert regret["random"] > max(regret[name] for name in ("greedy", "ucb1", "thompson", "gittins"))
     assert regret["greedy"] > regret["thompson"] and regret["greedy"] > regret["gittins"]
+
+
+def test_duan_table_random_column_is_half_a_reward_per_pull_and_the_conversion_to_regret_is_exact():
+    # random play earns E[μ] = 1/2 per pull whatever k is: a check of the transcribed table
+    for (arms, pulls), row in DUAN_TABLE1.items():
+        assert abs(row[0] - pulls / 2) <= 0.01 * pulls + 0.1, (arms, pulls, row[0])
+    assert expected_best_mean(5) == pytest.approx(5 / 6)
+    assert duan_regret(5, 100)["rl2"] == pytest.approx(100 * 5 / 6 - 78.7)
+    with pytest.raises(KeyError, match="no row for k = 7"):
+        duan_regret(7, 100)
+
+
+@pytest.mark.parametrize("arms, pulls", [(5, 10), (5, 100), (10, 100)])
+def test_untuned_baselines_match_duan_et_al_table_1(arms, pulls):
+    # random play and the two Bayesian algorithms tune nothing that Duan et al. could have tuned differently
+    # (they gave them the true prior, as we do), so ours should land where theirs do. Not compared: their
+    # UCB1, which has a tuned constant and a prior, and their greedy play, whose tie-breaking is not stated.
+    paper = duan_regret(arms, pulls)
+    env = BernoulliBandits(2000, arms, pulls)
+    for name in ("random", "thompson", "gittins"):
+        ours = play(BASELINES[name](pulls), env, seed=5).regret.mean().item()
+        assert abs(ours - paper[name]) < 0.1 * paper[name] + 0.3, (name, ours, paper[name])
