@@ -95,10 +95,11 @@ MAML_SMOKE = dict(iterations=2, meta_batch=4, paths=3, hidden=8)
 
 
 def paper_rl2(n: int) -> str:
-    """Duan et al.'s Table 1 row for ``ARMS`` arms and ``n`` pulls, as they print it (total reward)."""
-    row = ", ".join(f"{column} {reward}" for column, reward in zip(DUAN_TABLE1_COLUMNS, DUAN_TABLE1[(ARMS, n)]))
-    return (f"Duan et al. (2016), Table 1, k = {ARMS}, n = {n}, average total reward over 1000 bandits: {row} "
-            f"(regret = n · k/(k+1) − total reward: paper_regret)")
+    """Duan et al.'s RL² for ``ARMS`` arms and ``n`` pulls: its total reward as printed, converted to regret."""
+    reward = DUAN_TABLE1[(ARMS, n)][DUAN_TABLE1_COLUMNS.index("rl2")]
+    return (f"regret {duan_regret(ARMS, n)['rl2']:.2f} (Duan et al. 2016, Table 1, k = {ARMS}, n = {n}: RL²'s "
+            f"total reward {reward} over 1000 bandits, regret = n · k/(k+1) − total reward; every column of "
+            f"the row as regret in paper_regret)")
 
 
 PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 left: the mean over 40 goals in the authors' "
