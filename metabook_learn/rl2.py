@@ -151,8 +151,8 @@ def rl2_loss(config: RL2Config, log_probs, values, entropies, rewards):
 
     The inputs are :func:`rollout`'s ``[B, n]`` tensors. The value head predicts
     the return to go divided by :func:`largest_return`, a number in [0, 1] for any
-    n. Unscaled, its squared error at n = 100 had a gradient about 2,600 times the
-    policy loss's (n = 500: about 70,000), so that after clipping the total
+    n. Unscaled, its squared error at n = 100 had a gradient thousands of times the
+    policy loss's on an untrained policy (n = 500: tens of thousands), so that after clipping the total
     gradient norm the policy's share of an update was tiny (``tests/test_rl2.py``
     keeps the two gradients within a factor of 100 of each other). The first
     full-scale runs, made so, learned nothing at those horizons; with this scaling

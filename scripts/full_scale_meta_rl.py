@@ -36,7 +36,8 @@ policy gradient) learned nothing at n = 100 and 500.
 Why Adam 1e-3 for MAML: the first full-scale run, with Adam 1e-2 (MAMLRLConfig's
 default, which the chapter's quick runs of 30 meta-iterations use), did not train:
 two of three seeds ended with a policy that ran off before adaptation (mean
-returns of -650 and -710, against about -42 for a random one). A probe with 1e-3
+returns of -650 and -710, against about -79 for a random initialization and -42
+for a policy that stays near the origin). A probe with 1e-3
 (one seed, 500 meta-iterations) went from -42.1 before adaptation to -13.0 after
 one step on 100 test goals, near the paper's -40.41 and -11.68. The authors'
 TRPO bounds every outer step by a KL trust region; Adam at 1e-2 does not.
@@ -102,8 +103,9 @@ def paper_rl2(n: int) -> str:
             f"the row as regret in paper_regret)")
 
 
-PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 left: the mean over 40 goals in the authors' "
-              "icml/icml_point_results_maml.pkl of cbfinn/maml_rl; -40.41, -3.33, -3.23 after 0, 2, 3 steps)")
+PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 top and Appendix C.2 Table 4; the mean over 40 "
+              "goals in the authors' icml/icml_point_results_maml.pkl of cbfinn/maml_rl; -40.41, -3.33, -3.23 "
+              "after 0, 2, 3 steps)")
 
 SCRIPT = Script(file=__file__, doc=__doc__, results="meta_rl.json", smoke="2 updates per run with tiny batches",
                 runs=RUNS, test_tasks=(2000, 50), checkpoints="runs/full_scale_meta_rl", data=False, bf16=False,

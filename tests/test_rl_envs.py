@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from metabook_learn.bandit_baselines import BASELINES, DUAN_TABLE1, duan_regret, expected_best_mean, gittins_indices, play
+from metabook_learn.bandit_baselines import (BASELINES, DUAN_TABLE1, duan_regret, expected_best_mean, gittins_indices,
+                                             play)
 from metabook_learn.rl_envs import BernoulliBandits, PointNavigation
 
 
@@ -119,7 +120,7 @@ def test_duan_table_random_column_is_half_a_reward_per_pull_and_the_conversion_t
         duan_regret(7, 100)
 
 
-@pytest.mark.parametrize("arms, pulls", [(5, 10), (5, 100), (10, 100)])
+@pytest.mark.parametrize("arms, pulls", [(5, 10), (10, 10), (5, 100), (10, 100)])
 def test_untuned_baselines_match_duan_et_al_table_1(arms, pulls):
     # random play and the two Bayesian algorithms tune nothing that Duan et al. could have tuned differently
     # (they gave them the true prior, as we do), so ours should land where theirs do. Not compared: their
