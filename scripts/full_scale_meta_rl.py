@@ -57,12 +57,10 @@ on 100 test goals after one adaptation step (the policies are saved in
 ``--checkpoints``, and a seed whose file exists is only scored again). Every ``ci95`` here is the
 half-width of a 95% t-interval over the three training seeds, not over tasks.
 
-Expected duration on one CPU core, three seeds included: per-update times measured
-with these sizes on this project's 2-core machine (under load), times the number
-of updates (the wall times of the runs made are in the results file). rl2-n10
-about 55 min (0.36 s per update), rl2-n100 about 15 min (0.19 s), rl2-n500 about
-45 min (0.62 s), maml-nav about 30 min (0.87 s per MAML and 0.19 s per pretraining
-iteration): about 2.5 hours in all. The results file is rewritten after every run.
+Duration on one CPU core, three seeds included, as measured for the runs in the
+results file (``training_wall_time_s``; this project's 2-core machine, another
+run beside each): rl2-n10 9 min, rl2-n100 19 min, rl2-n500 67 min, maml-nav
+27 min: about two hours in all. The results file is rewritten after every run.
 Duan et al. (2016) report their bandit results in Table 1 as total reward; an RL²
 run's ``paper`` field quotes its row and ``paper_regret`` converts it to regret
 (``metabook_learn.bandit_baselines.duan_regret``: n · k/(k+1) − total reward).
@@ -109,7 +107,7 @@ PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 top and Appendix
 
 SCRIPT = Script(file=__file__, doc=__doc__, results="meta_rl.json", smoke="2 updates per run with tiny batches",
                 runs=RUNS, test_tasks=(2000, 50), checkpoints="runs/full_scale_meta_rl", data=False, bf16=False,
-                seed=False, cpu_time="about 2.5 hours", needs_gpu=False)
+                seed=False, cpu_time="about 2 hours", needs_gpu=False)
 
 
 def seed_summary(values) -> dict:
