@@ -330,7 +330,11 @@ class LinearAttentionRegressor(nn.Module):
 
 
 def gradient_step_attention(x_dim: int, lr: float, dtype=torch.float64) -> LinearAttentionRegressor:
-    """von Oswald et al.'s construction: the layer whose prediction is one GD step from w = 0 with rate ``lr``.
+    """One GD step from w = 0 with rate ``lr`` as a linear attention layer: von Oswald et al.'s construction, simplified.
+
+    Their Proposition 1 updates every token (context labels become residuals, so
+    K layers stack into K steps); this layer writes only to the query, which is
+    all one step needs.
 
     ``W_K = W_Q = [[I_d, 0], [0, 0]]`` (keys and queries are the inputs x),
     ``W_V = [[0, 0], [0, lr]]`` (the value of token i is ``[0, lr·y_i]``), so
