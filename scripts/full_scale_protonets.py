@@ -65,14 +65,16 @@ from full_scale_common import (Script, command_line, open_results, print_table, 
 
 TRAIN_WAYS, QUERIES, TEST_QUERIES, LEARNING_RATE, HALVING_EVERY = 60, 5, 15, 1e-3, 2_000
 STEPS = 20_000
-# Snell et al. (2017), Table 1: Omniglot, Euclidean distance, trained 60-way 1-shot, mean over 1,000 test episodes.
+# Snell et al. (2017), Table 1: Omniglot, Euclidean distance, trained 60-way (1 shot for the 1-shot columns, 5 for
+# the 5-shot ones), mean over 1,000 test episodes.
 PAPER = {"5-way 1-shot": 0.988, "20-way 1-shot": 0.960, "5-way 5-shot": 0.997, "20-way 5-shot": 0.989}
 PAPER_SOURCE = "Snell et al. (2017), Table 1"
 LAKE_REFERENCE = "people 4.5% error (Lake et al., 2015); chance 95%"
 DEVIATIONS = ("a fixed number of episodes "
               "on the training characters (the authors' code stops early on validation loss, then retrains on "
-              "training + validation); metabook's split of the same sizes (the paper's split files are not part of "
-              "Omniglot); batch norm with episode statistics (the paper's code uses running averages at test time)")
+              "training + validation); metabook's split (1,100 training, 100 validation, 423 test "
+              "characters, drawn across alphabets) where the authors' split files (jakesnell/prototypical-networks, "
+              "data/omniglot/splits/vinyals) are by alphabet; batch norm with episode statistics (the paper's code uses running averages at test time)")
 
 
 @dataclass(frozen=True)
