@@ -1,4 +1,4 @@
-"""Neural processes against MAML on sinusoids at full scale, on one GPU: the numbers behind the chapter's table.
+"""Neural processes against MAML on sinusoids at full scale, on a CPU or a GPU: the numbers behind the chapter's table.
 
     .venv/bin/python scripts/full_scale_neural_processes.py                  # every run -> results/neural_processes.json
     .venv/bin/python scripts/full_scale_neural_processes.py --runs cnp np    # some runs (merged into that file)
@@ -22,11 +22,11 @@ maml   MAML as in its paper (Finn et al., 2017, Section 5.1): 1-40-40-1 ReLU
 =====  =========================================================================
 
 The neural-process settings are this book's choice (the papers report no
-sinusoid experiment) and no GPU has run them yet: the results file records
-what happened. For each run it keeps the test MSE (mean and 95% CI over tasks)
+sinusoid experiment); the runs in the results file were made on a CPU, one
+thread each, and the file records what happened. For each run it keeps the test MSE (mean and 95% CI over tasks)
 at each K (``tests``; the headline ``test`` is K = 10), for the neural
 processes the fraction of query points inside the predictive mean ± 2σ, and
-the provenance (GPU, torch, commit, wall times).
+the provenance (device, torch, commit, wall times).
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale``); runs resume
 from them. The results file is rewritten atomically after every run.
 """
