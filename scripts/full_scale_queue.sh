@@ -27,9 +27,8 @@ COMMON=(--device cpu --no-progress)
 
 # Finished and merged into results/ (a finished run would only be scored again, so they are left out):
 # the in-context noiseless, noisy, sinusoid and lsa runs, MAML (both step sizes), first-order MAML (both),
-# Reptile, ProtoNets 1-shot and 5-shot, and every meta-RL run.
+# Reptile, ANIL, ProtoNets 1-shot and 5-shot, and every meta-RL run.
 lane_a() {
-    $PY scripts/full_scale_gradient.py --runs anil-5way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
     $PY scripts/full_scale_in_context.py --runs omniglot "${COMMON[@]}" --output runs/out/in_context-a.json
 }
