@@ -27,14 +27,13 @@ COMMON=(--device cpu --no-progress)
 
 # Finished and merged into results/ (a finished run would only be scored again, so they are left out):
 # the in-context noiseless, noisy, sinusoid and lsa runs, MAML (both step sizes), first-order MAML (both),
-# Reptile, ANIL, ProtoNets 1-shot and 5-shot, and every meta-RL run.
+# Reptile, ANIL, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16), and every meta-RL run.
 lane_a() {
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
     $PY scripts/full_scale_in_context.py --runs omniglot "${COMMON[@]}" --output runs/out/in_context-a.json
 }
 
 lane_b() {
-    $PY scripts/full_scale_protonets.py --runs protonet-vinyals-bf16 "${COMMON[@]}" --output runs/out/protonets-b.json
     $PY scripts/full_scale_gradient.py --runs metasgd-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
     $PY scripts/full_scale_closed_form.py --runs lrd2-omniglot-5way-1shot r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
     $PY scripts/full_scale_mldg.py --seeds 3 --output runs/out/mldg-b.json --no-progress
