@@ -122,8 +122,9 @@ def test_duan_table_random_column_is_half_a_reward_per_pull_and_the_conversion_t
 
 @pytest.mark.parametrize("arms, pulls", [(5, 10), (10, 10), (5, 100), (10, 100)])
 def test_untuned_baselines_match_duan_et_al_table_1(arms, pulls):
-    # random play and the two Bayesian algorithms tune nothing that Duan et al. could have tuned differently
-    # (they gave them the true prior, as we do), so ours should land where theirs do. Not compared: their
+    # random play and Thompson sampling tune nothing that Duan et al. could have tuned differently (Thompson
+    # sampling gets the true prior, in their runs and ours), and the Gittins index is the Bayes-optimal index they
+    # approximated, so ours should land where theirs do. Not compared: their
     # UCB1, which has a tuned constant and a prior, and their greedy play, whose tie-breaking is not stated.
     paper = duan_regret(arms, pulls)
     env = BernoulliBandits(2000, arms, pulls)
