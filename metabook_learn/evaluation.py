@@ -45,7 +45,7 @@ from metabook_learn.models import TaskBatchNorm2d
 __all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "batch_norm_mode",
            "SeedSummary", "t_quantile", "over_seeds", "paired_difference"]
 
-TEST_TASKS = 600  # MAML's reference code (NUM_TEST_POINTS), Prototypical Networks and most papers since
+TEST_TASKS = 600  # MAML's reference code (NUM_TEST_POINTS) and many papers since (ProtoNets: 1,000 on Omniglot)
 Z_95 = 1.96  # the two-sided 95% quantile of the normal distribution
 
 

@@ -20,7 +20,9 @@ How metabook runs it, and where it differs from the authors' code
 
 * pretraining: Adam, learning rate 1e-3, batches of 16 images (the paper's
   values) drawn at random from all training classes, each rotated class a
-  class of its own (as in the episodic methods' Omniglot protocol);
+  class of its own (as in the episodic methods' Omniglot protocol), for the
+  caller's number of steps (the authors' ``train.py`` pretrains for 5 epochs
+  on Omniglot, 400 on mini-ImageNet);
 * the new head: :data:`FINE_TUNING`, the package's inner loop adapting the
   head only (ANIL's ``head_only``), from a zero head, full-batch gradient
   descent. The authors' code fits a randomly initialized head with SGD

@@ -24,7 +24,7 @@ paper's network is wider (96-192-384-512 filters, leaky ReLU, dropout, the
 features of the last two blocks concatenated: thousands of features); the
 authors' scripts train with more classes per episode than they test with
 (20-way episodes for CIFAR-FS, 60-way for Omniglot), a random number of shots
-(1 to 10) and a decaying learning rate, and test on 10,000 episodes. Here every method of the book shares MAML's small body, so
+(1 to 9) and a decaying learning rate, and test on 10,000 episodes. Here every method of the book shares MAML's small body, so
 that the comparison is between heads, not networks; episodes have the same
 number of classes in training and test; Adam with a constant rate; 15 query
 examples per class. λ starts at 1 and is learned (as ``log λ``), the output

@@ -15,13 +15,14 @@ fixed budget that fits two CPU cores:
 ==========  ===========  ==================================================
 method      steps        one step
 ==========  ===========  ==================================================
-maml           800       32 tasks of 5-way 1-shot, 5 inner steps, α = 2.0
+maml           800       32 tasks of 5-way 1-shot, 1 inner step (3 at test), α = 2.0
 protomaml      800       the same, from the prototype head
 protonet     2,000       one 60-way 1-shot episode, 5 queries per class
 ==========  ===========  ==================================================
 
-These budgets are a fraction of the papers' (MAML: 60,000 steps; ProtoNets:
-20,000 episodes), and they are not equal compute (the table in the results
+These budgets are a fraction of full training (MAML: 60,000 steps in its
+paper, App. A.1; ProtoNets' paper gives no episode count, it trains until the
+validation loss stops improving, Sec. 3.2), and they are not equal compute (the table in the results
 file records each run's wall time): the comparison is of the methods at this
 budget, not of their converged accuracy. No validation, no model selection:
 each run is scored after its last step.
@@ -61,8 +62,9 @@ MODES = ("transductive", "inductive")
 PAPER = ("no published number at this budget; at full scale: MAML 98.7 ± 0.4 (Finn et al., 2017, Table 1), "
          "ProtoNets 98.8 (Snell et al., 2017, Table 1); ProtoMAML has no Omniglot experiment "
          "(Triantafillou et al., 2020, train on Meta-Dataset)")
-DEVIATIONS = ("a short budget (steps column) instead of the papers' 60,000 meta-steps (MAML) and 20,000 episodes "
-              "(ProtoNets), no validation or early stopping; metabook's Omniglot split of Vinyals et al.'s sizes; "
+DEVIATIONS = ("a short budget (steps column) instead of MAML's 60,000 meta-steps (Finn et al., App. A.1) and "
+              "ProtoNets' training until the validation loss stops improving (Snell et al., Sec. 3.2); no "
+              "validation or early stopping; metabook's Omniglot split of Vinyals et al.'s sizes; "
               "ProtoMAML on Omniglot with MAML's hyperparameters (its paper trains on Meta-Dataset only)")
 SCRIPT = Script(__file__, __doc__, "protomaml_comparison.json", runs=tuple(BUDGETS), test_tasks=(600, 8),
                 checkpoints="runs/comparison", smoke="3 steps per run and 8 test tasks", needs_gpu=False)
