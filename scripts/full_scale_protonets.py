@@ -21,6 +21,9 @@ protonet-vinyals     metabook's 1100-character split  test split, 5-way 1-shot (
 protonet-snell-enc   the same, Snell et al.'s         the same
                      max-pooling encoder
 protonet-5shot       the same, 60-way 5-shot          5-way 5-shot (99.7%), 20-way 5-shot (98.9%)
+protonet-authors-    the authors' split files         their test split, as protonet-vinyals:
+split                (train.txt, val.txt), as         the paper's split, like for like with
+                     protonet-vinyals-bf16            Table 1 (needs ``--split-files``)
 protonet-vinyals-    as protonet-vinyals, under       as protonet-vinyals: does the CPU fast
 bf16                 bfloat16 autocast, channels-     path (benchmarks/cpu_fast_path.py) keep
                      last                             the accuracy?
@@ -35,7 +38,12 @@ early on validation loss, then retrains on training + validation characters
 (``run_train.py``, then ``run_trainval.py``); these runs train for a fixed
 number of episodes (``STEPS``), on the training characters only. Their split
 files are not distributed with Omniglot; metabook's split has the same sizes
-(``metabook_learn.data.omniglot``). Their test-time batch norm used running
+(``metabook_learn.data.omniglot``) but draws its test characters across
+alphabets, where theirs are by alphabet. ``protonet-authors-split`` trains and
+tests on their files instead: download ``train.txt``, ``val.txt`` and
+``test.txt`` from ``data/omniglot/splits/vinyals`` of
+https://github.com/jakesnell/prototypical-networks (MIT licence) into a folder
+and pass it as ``--split-files``; the results record each file's SHA-256. Their test-time batch norm used running
 averages; metabook's networks normalize with episode statistics
 (``transductive`` and ``inductive``, :mod:`metabook_learn.protonets`).
 
@@ -45,6 +53,7 @@ with each run's provenance (GPU, torch, commit, wall times) and configuration.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +62,7 @@ from pathlib import Path
 import torch
 
 from metabook_learn.data import NWayKShotSampler, load_omniglot, load_omniglot_runs, score_one_shot
+from metabook_learn.data.omniglot import omniglot_split_characters
 from metabook_learn.evaluation import evaluate
 from metabook_learn.models import use_channels_last
 from metabook_learn.protonets import PrototypicalNetwork, omniglot_embedding, one_shot_classifier
@@ -70,11 +80,15 @@ STEPS = 20_000
 PAPER = {"5-way 1-shot": 0.988, "20-way 1-shot": 0.960, "5-way 5-shot": 0.997, "20-way 5-shot": 0.989}
 PAPER_SOURCE = "Snell et al. (2017), Table 1"
 LAKE_REFERENCE = "people 4.5% error (Lake et al., 2015); chance 95%"
-DEVIATIONS = ("a fixed number of episodes "
-              "on the training characters (the authors' code stops early on validation loss, then retrains on "
-              "training + validation); metabook's split (1,100 training, 100 validation, 423 test "
-              "characters, drawn across alphabets) where the authors' split files (jakesnell/prototypical-networks, "
-              "data/omniglot/splits/vinyals) are by alphabet; batch norm with episode statistics (the paper's code uses running averages at test time)")
+FIXED_BUDGET = ("a fixed number of episodes on the training characters (the authors' code stops early on "
+                "validation loss, then retrains on training + validation)")
+METABOOK_SPLIT = ("metabook's split (1,100 training, 100 validation, 423 test characters, drawn across alphabets) "
+                  "where the authors' split files (jakesnell/prototypical-networks, data/omniglot/splits/vinyals) "
+                  "are by alphabet")
+BATCH_NORM = "batch norm with episode statistics (the paper's code uses running averages at test time)"
+DEVIATIONS = "; ".join((FIXED_BUDGET, METABOOK_SPLIT, BATCH_NORM))
+AUTHORS_SPLIT_DEVIATIONS = "; ".join((FIXED_BUDGET, BATCH_NORM))
+AUTHORS_SPLIT_FILES = ("train", "val", "test")  # <name>.txt in --split-files, one class per line
 
 
 @dataclass(frozen=True)
@@ -85,12 +99,14 @@ class Run:
     lake: bool  # test on Lake et al.'s runs and the evaluation set instead of the test split
     shots: int = 1  # in training and test episodes
     fast: bool = False  # the CPU fast path: bfloat16 autocast and channels-last convolutions
+    authors_split: bool = False  # the authors' split files (--split-files) instead of metabook's split
 
 
 RUNS = (
     Run("protonet-vinyals", "train", "stride", lake=False),
     Run("protonet-5shot", "train", "stride", lake=False, shots=5),
     Run("protonet-vinyals-bf16", "train", "stride", lake=False, fast=True),
+    Run("protonet-authors-split", "train", "stride", lake=False, fast=True, authors_split=True),
     Run("protonet-snell-enc", "train", "maxpool", lake=False),
     Run("protonet-lake", "background", "stride", lake=True),
 )
@@ -111,21 +127,46 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
                        **values)
 
 
-def load_train_split(name: str, args, device):
+def load_split(run: Run, name: str, args, device):
+    """The ``name`` split ("train", "val", "test", or Lake et al.'s "background"/"evaluation") of ``run``."""
+    if run.authors_split:
+        return load_omniglot(split_file=args.split_files / f"{name}.txt", cache=args.cache, mirror=args.mirror).to(device)
     data = load_omniglot(name, cache=args.cache, mirror=args.mirror)
     # Lake et al.'s background set has no rotations of its own; they are the usual augmentation.
     return (data.with_rotations((0, 1, 2, 3)) if name == "background" else data).to(device)
 
 
-def test_scores(model: PrototypicalNetwork, data, ways: int, args, seed: int, shots: int = 1) -> dict:
-    """Both batch-norm modes on the same ``args.test_tasks`` episodes (same sampler seed), in float32."""
+def authors_split_folder(args) -> Path | None:
+    """The folder of the authors' split files; in a smoke test without one, stand-ins in their format."""
+    if args.split_files is None and args.smoke:  # a few characters of metabook's split, written as the authors do
+        folder = args.output.parent / "splits"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in AUTHORS_SPLIT_FILES:
+            lines = [f"{character}/rot{90 * turns:03d}" for character in omniglot_split_characters(name)[:10]
+                     for turns in range(4)]
+            (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        return folder
+    if args.split_files is None:
+        return None
+    missing = [f"{name}.txt" for name in AUTHORS_SPLIT_FILES if not (args.split_files / f"{name}.txt").is_file()]
+    if missing:
+        raise SystemExit(f"--split-files {args.split_files}: {', '.join(missing)} missing; download them from "
+                         "data/omniglot/splits/vinyals of https://github.com/jakesnell/prototypical-networks")
+    return args.split_files
+
+
+def test_scores(model: PrototypicalNetwork, data, ways: int, args, seed: int, shots: int = 1,
+                split: str = "test") -> dict:
+    """Both batch-norm modes on the same ``args.test_tasks`` episodes (same sampler seed), in float32.
+
+    ``split``: how the results file names the test classes (``metabook_learn.pretrained`` re-draws them)."""
     scores = {}
     for mode in ("transductive", "inductive"):
         sampler = NWayKShotSampler(data, ways, shots, TEST_QUERIES, seed=seed)
         learner = PrototypicalNetwork(model.embedding, ways, mode)
         test = evaluate(learner, sampler, None, num_tasks=args.test_tasks, strategy=args.strategy,
                         progress=not args.no_progress)
-        scores[mode] = test_record(test, "test", seed, ways, shots, TEST_QUERIES)
+        scores[mode] = test_record(test, split, seed, ways, shots, TEST_QUERIES)
     return scores
 
 
@@ -133,11 +174,11 @@ def do_run(run: Run, args, device: torch.device) -> dict:
     config = run_config(run, args, device)
     seed_everything(config.seed)
     model = PrototypicalNetwork(omniglot_embedding(64, run.downsample), ways=config.ways)
-    train_data = load_train_split(run.train_split, args, device)
+    train_data = load_split(run, run.train_split, args, device)
     train_sampler = NWayKShotSampler(train_data, config.ways, run.shots, QUERIES, config.seed)
     val_sampler = None
     if config.validate_every:
-        val_data = load_omniglot("val", cache=args.cache, mirror=args.mirror).to(device)
+        val_data = load_split(run, "val", args, device)
         val_sampler = NWayKShotSampler(val_data, config.ways, run.shots, QUERIES, config.seed + 1)
     checkpoint = args.checkpoints / f"{run.name}.pt"
     trained = train_run(run.name, config, model, train_sampler, val_sampler, checkpoint, args,
@@ -146,6 +187,7 @@ def do_run(run: Run, args, device: torch.device) -> dict:
     began = time.perf_counter()
     use_channels_last(model, on=False)  # tested in float32 and the default layout, as every other run
     result = {"setting": f"Omniglot, trained {config.ways}-way {run.shots}-shot on {run.train_split}"
+                         + (" of the authors' split files" if run.authors_split else "")
                          + (" (bfloat16 autocast, channels-last)" if run.fast else ""),
               "embedding": "MAML's Omniglot body (strided convolutions)" if run.downsample == "stride"
               else "Snell et al.'s encoder (max-pooling)"}
@@ -163,16 +205,21 @@ def do_run(run: Run, args, device: torch.device) -> dict:
         result["paper"] = ("none for Lake et al.'s alphabets (the paper tests on Vinyals et al.'s split of the "
                            f"characters); Lake et al.'s runs: {LAKE_REFERENCE}")
     else:
-        test_data = load_omniglot("test", cache=args.cache, mirror=args.mirror).to(device)
-        result["tests"] = {f"{ways}-way {run.shots}-shot": test_scores(model, test_data, ways, args, 0, run.shots)
-                           for ways in (5, 20)}
+        test_data = load_split(run, "test", args, device)
+        split = "the authors' test.txt" if run.authors_split else "test"
+        result["tests"] = {f"{ways}-way {run.shots}-shot": test_scores(model, test_data, ways, args, 0, run.shots,
+                                                                       split) for ways in (5, 20)}
         result["test_setting"] = f"5-way {run.shots}-shot"
         result["paper"] = f"{100 * PAPER[result['test_setting']]:.1f} ({PAPER_SOURCE}, {result['test_setting']})"
         result["paper_by_setting"] = {**PAPER, "source": PAPER_SOURCE}
+    if run.authors_split:  # which files, exactly: they are not part of this repository
+        result["split_files_sha256"] = {f"{name}.txt": hashlib.sha256((args.split_files / f"{name}.txt").read_bytes())
+                                        .hexdigest() for name in AUTHORS_SPLIT_FILES}
     result["test"] = result["tests"][result["test_setting"]]["transductive"]
     # validation: accuracy on 60-way 1-shot episodes of the val split (the training way), every 1000 episodes
     return run_record(trained, config, checkpoint, began, **result,
-                      validation=dict(zip(*trained.column("validation"))), deviations_from_paper=DEVIATIONS)
+                      validation=dict(zip(*trained.column("validation"))),
+                      deviations_from_paper=AUTHORS_SPLIT_DEVIATIONS if run.authors_split else DEVIATIONS)
 
 
 def summary_rows(results: dict) -> list[list[str]]:
@@ -191,8 +238,15 @@ def main(argv=None) -> int:
     parser = command_line(SCRIPT)
     parser.add_argument("--strategy", default="auto", choices=("auto", "loop", "vmap"),
                         help="how the episodes of a batch run (default: vmap on a GPU, loop on the CPU)")
+    parser.add_argument("--split-files", type=Path, default=None,
+                        help="folder with the authors' train.txt, val.txt and test.txt (run protonet-authors-split)")
     args = parser.parse_args(argv)
     device = settle(args, SCRIPT)
+    args.split_files = authors_split_folder(args)
+    if "protonet-authors-split" in args.runs and args.split_files is None:
+        parser.error("run protonet-authors-split needs --split-files: a folder with train.txt, val.txt and test.txt "
+                     "from data/omniglot/splits/vinyals of https://github.com/jakesnell/prototypical-networks "
+                     "(or leave the run out with --runs)")
     args.train_ways = 5 if args.smoke else TRAIN_WAYS
     results = open_results(args, SCRIPT)
     for run in RUNS:

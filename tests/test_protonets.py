@@ -1,5 +1,6 @@
 """Prototypical Networks (metabook_learn.protonets), each piece against an independent computation."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,8 +206,9 @@ def test_the_embeddings_have_the_advertised_sizes():
     assert snell(x).shape == (3, 64) and snell.num_features == 64       # Snell et al.: 28 -> 14 -> 7 -> 3 -> 1
 
 
-def fake_omniglot(split, cache=None, mirror=None):
+def fake_omniglot(split="background", cache=None, mirror=None, split_file=None):
     """Random 28x28 "characters", 24 classes of 20 drawings: the script's pipeline without decoding Omniglot."""
+    split = Path(split_file).name if split_file is not None else split
     g = torch.Generator().manual_seed(len(split))
     images = torch.randint(0, 256, (24 * 20, 1, 28, 28), generator=g, dtype=torch.uint8)
     return ClassImages.from_sizes(images, [20] * 24, [f"{split}/character{c:02d}" for c in range(24)])
@@ -226,9 +228,14 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_pa
     output = tmp_path / "protonets.json"
     assert script.main(["--smoke", "--output", str(output), "--device", "cpu", "--no-progress"]) == 0
     runs = json.loads(output.read_text())["runs"]
-    assert set(runs) == {"protonet-vinyals", "protonet-5shot", "protonet-vinyals-bf16", "protonet-snell-enc",
-                         "protonet-lake"}
+    assert set(runs) == {"protonet-vinyals", "protonet-5shot", "protonet-vinyals-bf16", "protonet-authors-split",
+                         "protonet-snell-enc", "protonet-lake"}
     vinyals, lake = runs["protonet-vinyals"], runs["protonet-lake"]
+    authors = runs["protonet-authors-split"]  # smoke: stand-in split files in the authors' format
+    assert "authors' split files" in authors["setting"] and set(authors["split_files_sha256"]) == {
+        "train.txt", "val.txt", "test.txt"}
+    assert authors["test"]["protocol"]["split"] == "the authors' test.txt"
+    assert "by alphabet" in vinyals["deviations_from_paper"] and "by alphabet" not in authors["deviations_from_paper"]
     for ways in (5, 20):
         for mode in ("transductive", "inductive"):
             assert vinyals["tests"][f"{ways}-way 1-shot"][mode]["query_bn"] == mode
@@ -251,3 +258,16 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(monkeypatch, tmp_pa
     assert lake["config"]["validate_every"] == 0 and vinyals["validation"]
     assert vinyals["provenance"]["torch"] == torch.__version__ and vinyals["training_wall_time_s"] > 0
     assert (tmp_path / "checkpoints" / "protonet-vinyals.pt").is_file()
+
+
+def test_the_authors_split_run_names_the_files_it_needs(load_script, tmp_path, capsys):
+    """Without the authors' split files, the run stops before training and says where to get them."""
+    script = load_script("full_scale_protonets")
+    common = ["--runs", "protonet-authors-split", "--device", "cpu", "--output", str(tmp_path / "out.json")]
+    with pytest.raises(SystemExit):
+        script.main(common)
+    assert "--split-files" in capsys.readouterr().err
+    (tmp_path / "train.txt").write_text("Hebrew/character01/rot000\n")
+    with pytest.raises(SystemExit, match="val.txt, test.txt missing"):
+        script.main(common + ["--split-files", str(tmp_path)])
+    assert not (tmp_path / "out.json").exists()
