@@ -329,6 +329,9 @@ def test_the_full_scale_script_runs_omniglot_in_smoke_mode(tmp_path, load_script
     run = json.loads(output.read_text())["runs"]["omniglot"]
     assert run["test"]["metric"] == "accuracy" and run["seeds"][0]["test"]["num_tasks"] == 4
     assert 0 <= run["test"]["mean"] <= 1 and run["config"]["filters"] == 8
+    # One seed: the headline interval is the test tasks' (a t-interval needs two seeds or more), and says so.
+    assert run["test"]["ci95"] == run["seeds"][0]["test"]["ci95"] and "one training run" in run["test"]["over"]
+    assert run["test"]["protocol"]["queries"] == 15 and run["config"]["bf16"] and run["config"]["channels_last"]
 
 
 def test_the_transformer_trains_and_evaluates_through_the_command_line(tmp_path, capsys):
