@@ -254,3 +254,5 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
     for run in results["runs"].values():
         assert run["test"]["metric"] == "accuracy" and run["test"] == run["tests"]["transductive"]
         assert run["provenance"]["torch"] == torch.__version__
+        omniglot = run["setting"].startswith("omniglot")  # the Omniglot runs take the CPU fast path
+        assert run["config"]["bf16"] == run["config"]["channels_last"] == omniglot
