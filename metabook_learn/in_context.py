@@ -552,6 +552,6 @@ TRANSFORMER = register(Method(
     unused_fields=NO_INNER_LOOP,
     presets={("sinusoid", ""): Preset(dict(shots=20, queries=20, meta_batch=64, meta_lr=1e-3, steps=10_000,
                                            clip_grad_norm=1.0), _SINE_SOURCE),
-             **{(data, ""): Preset(dict(queries=15, meta_batch=32, meta_lr=1e-3, steps=20_000, clip_grad_norm=1.0),
+             **{(data, ""): Preset(dict(queries=15, meta_batch=32, meta_lr=1e-3, steps=6_000, clip_grad_norm=1.0),
                                    _IMAGE_SOURCE) for data in IMAGE_DATA_SETS}},
 ), origin=__name__)
