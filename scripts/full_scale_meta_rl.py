@@ -12,9 +12,11 @@ rl2-n10    RL² (metabook_learn.rl2) on 5-armed Bernoulli bandits of n = 10 pull
            advantages with γ = 0.8, λ = 1.
 rl2-n100   the same for n = 100: 1500 updates of 256 bandits.
 rl2-n500   the same for n = 500: 1500 updates of 128 bandits.
-maml-nav   MAML-RL (metabook_learn.maml_rl) on 2-D navigation with the authors'
-           sizes (100-100 ReLU policy, α = 0.5, 20 trajectories, 40 tasks per
-           meta-batch, horizon 100), 500 meta-iterations of Adam 1e-3; beside it
+maml-nav   MAML-RL (metabook_learn.maml_rl) on 2-D navigation with the sizes of
+           the authors' code (100-100 ReLU policy, α = 0.5, 20 trajectories, 40
+           tasks per meta-batch as maml_trpo_point.py's default, where the
+           paper's App. A.2 says 20; horizon 100), 500 meta-iterations of Adam
+           1e-3; beside it
            a policy pretrained on all goals (same updates, no inner step) and a
            random initialization, each adapted on the same test goals as the
            authors' test script adapts (``maml_examples/test_maml_point.py``):
@@ -101,6 +103,12 @@ def paper_rl2(n: int) -> str:
             f"the row as regret in paper_regret)")
 
 
+DEVIATIONS_RL2 = ("Adam where Duan et al. train with TRPO; advantages discounted with γ = 0.8 where the regret "
+                  "counts every pull alike; 2000 test bandits where Duan et al. use 1000")
+DEVIATIONS_MAML = ("Adam outer steps where Finn et al. take TRPO steps (Sec. 5.3); 40 tasks per meta-batch (the "
+                   "authors' current code) where App. A.2 says 20; 100 test goals where the authors' test script "
+                   "uses 40; the code's reward, the negative distance, where the paper writes the squared distance")
+
 PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 top and Appendix C.2 Table 4; the mean over 40 "
               "goals in the authors' icml/icml_point_results_maml.pkl of cbfinn/maml_rl; -40.41, -3.33, -3.23 "
               "after 0, 2, 3 steps)")
@@ -139,7 +147,7 @@ def rl2_run(name: str, args, checkpoints: Path) -> dict:
         differences[baseline] = {"mean": difference.mean, "ci95": difference.half_width}
     return {"test": {"metric": "regret", "num_tasks": args.test_tasks, **seed_summary(regrets.mean(1))},
             "algorithm": "rl2", "setting": f"Bernoulli bandits, {ARMS} arms, n = {n} pulls",
-            "paper": paper_rl2(n), "paper_regret": duan_regret(ARMS, n),
+            "paper": paper_rl2(n), "paper_regret": duan_regret(ARMS, n), "deviations_from_paper": DEVIATIONS_RL2,
             "baselines": baselines, "rl2_minus_baseline": differences,
             "training_wall_time_s": trained, "evaluation_wall_time_s": time.perf_counter() - began - trained,
             "config": config, "seeds": list(SEEDS), "provenance": provenance(torch.device("cpu"))}
@@ -179,7 +187,7 @@ def maml_run(args, checkpoints: Path) -> dict:
             after_one = seed_summary(by_policy["maml"][:, 1])
             difference = paired_difference(by_policy["maml"][:, 1], by_policy["pretrained"][:, 1])
     return {"test": {"metric": "return", "num_tasks": test_goals, "setting": "one adaptation step", **after_one},
-            "paper": PAPER_MAML, "algorithm": "maml", "setting": "2-D navigation, return after one adaptation step",
+            "paper": PAPER_MAML, "deviations_from_paper": DEVIATIONS_MAML, "algorithm": "maml", "setting": "2-D navigation, return after one adaptation step",
             "test_protocol": ("the authors' (maml_examples/test_maml_point.py of cbfinn/maml_rl): step sizes "
                               f"{AUTHORS_TEST['inner_lr']}, {AUTHORS_TEST['paths']} trajectories per step"),
             "curves": summaries["authors"],

@@ -58,7 +58,8 @@ MAX_CONTEXT, TRAIN_TARGETS = 20, 20
 PAPER = {
     "cnp": "none (the neural-process papers report no sine-wave experiment)",
     "np": "none (the neural-process papers report no sine-wave experiment)",
-    "maml": "0.35 (Finn et al., 2017, appendix: MSE after 10 steps at K = 10, as book/maml.ipynb quotes it)",
+    "maml": ("none at K = 10 in a table (Finn et al., 2017, App. B, Fig. 6 plots it); at K = 5, 0.35 after 10 steps "
+             "(App. C.1, Table 2)"),
 }
 SCRIPT = Script(__file__, __doc__, "neural_processes.json", runs=RUNS, data=False, bf16=False, cpu_time="many hours",
                 smoke="3 steps, tiny networks and 10 test tasks per run")

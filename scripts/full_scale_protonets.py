@@ -87,8 +87,13 @@ METABOOK_SPLIT = ("metabook's split (1,100 training, 100 validation, 423 test ch
                   "where the authors' split files (jakesnell/prototypical-networks, data/omniglot/splits/vinyals) "
                   "are by alphabet")
 BATCH_NORM = "batch norm with episode statistics (the paper's code uses running averages at test time)"
-DEVIATIONS = "; ".join((FIXED_BUDGET, METABOOK_SPLIT, BATCH_NORM))
-AUTHORS_SPLIT_DEVIATIONS = "; ".join((FIXED_BUDGET, BATCH_NORM))
+STRIDED_BODY = "MAML's body, strided convolutions, where Snell et al. use 2x2 max-pooling (protonet-snell-enc)"
+
+
+def deviations(run: "Run") -> str:
+    """How the run differs from Snell et al.'s Omniglot protocol."""
+    return "; ".join((FIXED_BUDGET, *(() if run.authors_split else (METABOOK_SPLIT,)), BATCH_NORM,
+                      *((STRIDED_BODY,) if run.downsample == "stride" else ())))
 AUTHORS_SPLIT_FILES = ("train", "val", "test")  # <name>.txt in --split-files, one class per line
 
 
@@ -221,7 +226,7 @@ def do_run(run: Run, args, device: torch.device) -> dict:
     # validation: accuracy on 60-way 1-shot episodes of the val split (the training way), every 1000 episodes
     return run_record(trained, config, checkpoint, began, **result,
                       validation=dict(zip(*trained.column("validation"))),
-                      deviations_from_paper=AUTHORS_SPLIT_DEVIATIONS if run.authors_split else DEVIATIONS)
+                      deviations_from_paper=deviations(run))
 
 
 def summary_rows(results: dict) -> list[list[str]]:

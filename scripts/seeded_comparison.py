@@ -21,8 +21,8 @@ protonet     2,000       one 60-way 1-shot episode, 5 queries per class
 ==========  ===========  ==================================================
 
 These budgets are a fraction of full training (MAML: 60,000 steps in its
-paper, App. A.1; ProtoNets' paper gives no episode count, it trains until the
-validation loss stops improving, Sec. 3.2), and they are not equal compute (the table in the results
+paper, App. A.1; ProtoNets' paper gives no episode count for Omniglot, and the
+authors' code trains until the validation loss stops improving), and they are not equal compute (the table in the results
 file records each run's wall time): the comparison is of the methods at this
 budget, not of their converged accuracy. No validation, no model selection:
 each run is scored after its last step.
@@ -63,7 +63,7 @@ PAPER = ("no published number at this budget; at full scale: MAML 98.7 ± 0.4 (F
          "ProtoNets 98.8 (Snell et al., 2017, Table 1); ProtoMAML has no Omniglot experiment "
          "(Triantafillou et al., 2020, train on Meta-Dataset)")
 DEVIATIONS = ("a short budget (steps column) instead of MAML's 60,000 meta-steps (Finn et al., App. A.1) and "
-              "ProtoNets' training until the validation loss stops improving (Snell et al., Sec. 3.2); no "
+              "ProtoNets' training until the validation loss stops improving (the authors' code); no "
               "validation or early stopping; metabook's Omniglot split of Vinyals et al.'s sizes; "
               "ProtoMAML on Omniglot with MAML's hyperparameters (its paper trains on Meta-Dataset only)")
 SCRIPT = Script(__file__, __doc__, "protomaml_comparison.json", runs=tuple(BUDGETS), test_tasks=(600, 8),

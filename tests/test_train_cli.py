@@ -289,6 +289,14 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
     assert (tmp_path / "checkpoints" / "maml-5way-1shot.pt").is_file()
 
 
+def test_each_full_scale_gradient_run_records_its_own_deviations(load_script):
+    script = load_script("full_scale_gradient")
+    by_name = {run.name: run for run in script.RUNS}
+    assert script.deviations(by_name["maml-5way-1shot"]) == script.DEVIATIONS
+    for name in ("maml-5way-1shot-alpha0.4", "fomaml-5way-1shot-alpha0.4"):
+        assert script.deviations(by_name[name]).endswith(script.FIFTH_OF_THE_STEP)
+
+
 def test_protonet_and_r2d2_presets_halve_the_learning_rate_like_their_papers_code():
     from metabook_learn.train_cli import paper_defaults
 
