@@ -94,7 +94,7 @@ RUNS = (
 )
 SCRIPT = Script(__file__, __doc__, "r2d2.json", runs=tuple(r.name for r in RUNS),
                 smoke="3 meta-steps and 10 test tasks per run (CIFAR-FS from a small fixture archive when "
-                      "CIFAR-100 is absent)")
+                      "CIFAR-100 is absent)", needs_gpu=False)
 
 
 def make_model(run: Run) -> torch.nn.Module:

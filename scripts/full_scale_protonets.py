@@ -118,7 +118,7 @@ RUNS = (
     Run("protonet-lake", "background", "stride", lake=True, fast=True),
 )
 SCRIPT = Script(__file__, __doc__, "protonets.json", runs=tuple(r.name for r in RUNS), test_tasks=(1000, 4),
-                smoke="3 episodes of 5-way training and 4 test episodes per setting", cpu_time="many hours")
+                smoke="3 episodes of 5-way training and 4 test episodes per setting", needs_gpu=False)
 
 
 def run_config(run: Run, args, device: torch.device) -> TrainConfig:
