@@ -251,7 +251,8 @@ def omniglot_run(args, device) -> dict:
     else:
         test = summary(per_seed, args.omniglot_tasks, metric="accuracy")
     test["protocol"] = {"split": "test", "seed": OMNIGLOT_TEST_SEED, "num_tasks": args.omniglot_tasks, "ways": 5,
-                        "shots": 1, "queries": OMNIGLOT_TEST_QUERIES, "query_bn": seeds[0]["test"]["query_bn"]}
+                        "shots": 1, "queries": OMNIGLOT_TEST_QUERIES,
+                        **{key: seeds[0]["test"][key] for key in ("query_bn", "inner_steps", "tasks_per_batch")}}
     return {"test": test, "test_setting": "5-way 1-shot accuracy", "seeds": seeds, **times.as_dict()}
 
 
