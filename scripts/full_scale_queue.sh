@@ -4,6 +4,9 @@
 #   bash scripts/full_scale_queue.sh          # start both lanes in the background; logs in runs/logs/
 #   bash scripts/full_scale_queue.sh status   # where each run stands
 #
+# More seeds of the in-context Omniglot run (seed 0 is in results/in_context.json; its 2.5 MB checkpoint is too
+# large to commit, so `--seeds 3` would train seed 0 again: give the script a way to train chosen seeds first).
+#
 # Every run resumes from its checkpoint in runs/full_scale/ (copied there from results/checkpoints/,
 # where a session commits the checkpoints of unfinished runs) and a finished run is only scored
 # again, so the queue can be started again at any time: it continues where it stopped. Results
@@ -26,15 +29,16 @@ PY=.venv/bin/python
 COMMON=(--device cpu --no-progress)
 
 # Finished and merged into results/ (a finished run would only be scored again, so they are left out):
-# the in-context noiseless, noisy, sinusoid and lsa runs, MAML (both step sizes), first-order MAML (both),
-# Reptile, ANIL, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16), and every meta-RL run.
+# the in-context noiseless, noisy, sinusoid and lsa runs and the Omniglot run's seed 0, MAML (both step sizes),
+# first-order MAML (both), Reptile, ANIL, Meta-SGD, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16,
+# on metabook's split and on the authors' split files), and every meta-RL run.
+# The R2-D2 and LR-D2 runs resume from results/checkpoints/ where a session left them.
 lane_a() {
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot "${COMMON[@]}" --output runs/out/closed_form-a.json
-    $PY scripts/full_scale_in_context.py --runs omniglot "${COMMON[@]}" --output runs/out/in_context-a.json
+    $PY scripts/full_scale_protonets.py --runs protonet-snell-enc protonet-lake "${COMMON[@]}" --output runs/out/protonets-a.json
 }
 
 lane_b() {
-    $PY scripts/full_scale_gradient.py --runs metasgd-5way-1shot "${COMMON[@]}" --output runs/out/gradient-b.json
     $PY scripts/full_scale_closed_form.py --runs lrd2-omniglot-5way-1shot r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
     $PY scripts/full_scale_mldg.py --seeds 3 --output runs/out/mldg-b.json --no-progress
 }
