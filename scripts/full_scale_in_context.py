@@ -29,8 +29,9 @@ omniglot   not in the default runs (about 75 minutes per seed on one busy CPU co
            MAML's Omniglot body (64 filters) with one-hot labels (as SNAIL), support sets in random
            order (ShuffledOrder), 15 queries per class, meta-batch 32, Adam 1e-3, 6,000 steps (the
            budget of the MAML and ANIL runs in results/gradient_based.json), bfloat16 autocast and
-           channels-last convolutions (0.75 s per step against 1.1 s in float32, measured beside another
-           run; float32 storage, optimizer and checkpoints); tested on 600 episodes of held-out
+           channels-last convolutions (float32 storage, optimizer and checkpoints: seed 0 trained in
+           84 min beside another run, 0.84 s a step, where benchmarks/results/in_context_step_cpu.txt
+           measured 1.6 s for a float32 step on a busier machine); tested on 600 episodes of held-out
            characters (seed 1) in float32, transductive batch norm.
 =========  ===========================================================================================
 
