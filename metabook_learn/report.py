@@ -15,6 +15,9 @@ noise), not the spread over training seeds. A results file of runs repeated
 over seeds (``scripts/seeded_comparison.py``: a ``summary`` with
 ``by_method``) gives one row per method instead: the mean over its seeds and
 the 95% t-interval over seeds, which includes the spread between training runs.
+A file of domain-generalization runs (``scripts/full_scale_mldg.py``: a
+``summary`` with ``held_out`` domains) gives one row per algorithm and held-out
+domain, likewise over seeds.
 """
 from __future__ import annotations
 
@@ -80,6 +83,9 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
         if "by_method" in results.get("summary", {}):
             rows += _seeded_rows(path.name, results)
             continue
+        if any("held_out" in entry for entry in results.get("summary", {}).values()):
+            rows += _held_out_rows(path.name, results)
+            continue
         for name, run in results["runs"].items():
             config, test, where = run["config"], run["test"], run["provenance"]
             hardware = _hardware(where)
@@ -118,6 +124,26 @@ def _seeded_rows(source: str, results: dict) -> list[ResultRow]:
             differences=results.get("deviations_from_paper", ""), seeds=summary["seeds"], steps=config["steps"],
             hardware=_hardware(runs[0]["provenance"]),
             training_minutes=sum(run["training_wall_time_s"] for run in runs) / len(runs) / 60, curve=[]))
+    return rows
+
+
+def _held_out_rows(source: str, results: dict) -> list[ResultRow]:
+    """Domain generalization (``scripts/full_scale_mldg.py``): a row per algorithm and held-out domain, over seeds."""
+    rows = []
+    for method, summary in results["summary"].items():
+        for domain, spread in summary["held_out"].items():
+            runs = [run for run in results["runs"].values()
+                    if run["algorithm"] == method and str(run["held_out"]) == domain]
+            config, test = runs[0]["config"], runs[0]["test"]
+            rows.append(ResultRow(
+                source=source, run=f"{method}, held out {domain}", method=method, setting=config.get("dataset", ""),
+                metric=test["metric"], score=spread["mean"],
+                ci95=spread["half_width"] if spread["half_width"] is not None else float("nan"), paper=runs[0]["paper"],
+                protocol=f"{test['num_examples']} held-out examples, no adaptation; ± over {spread['seeds']} seeds "
+                         "(95% t-interval)",
+                differences=results.get("deviations_from_paper", ""), seeds=spread["seeds"], steps=config["steps"],
+                hardware=_hardware(runs[0]["provenance"]),
+                training_minutes=sum(run["training_wall_time_s"] for run in runs) / len(runs) / 60, curve=[]))
     return rows
 
 

@@ -5,10 +5,14 @@
 Each file goes into the results file of the script that wrote it (its
 ``script`` field names it; the script's ``Script(...)`` names its results
 file), run by run: a run already there is replaced, the others are kept.
-Smoke-test files and runs that do not follow the results schema are refused.
+A script whose results carry a summary over runs (seeds, held-out domains)
+defines ``summarize(results)``; the summary is then recomputed over every
+merged run, not copied from the last file. Smoke-test files and runs that do
+not follow the results schema are refused.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -28,6 +32,15 @@ def results_file(script: str, folder: Path) -> Path:
     return folder / name.group(1)
 
 
+def summarizer(script: str):
+    """The ``summarize(results)`` function of ``scripts/X.py``, or None when it has none."""
+    spec = importlib.util.spec_from_file_location(f"merged_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return getattr(module, "summarize", None)
+
+
 def main(argv=None, folder: Path = ROOT / "results") -> int:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
     if not paths:
@@ -44,6 +57,8 @@ def main(argv=None, folder: Path = ROOT / "results") -> int:
         merged = json.loads(target.read_text()) if target.is_file() else {"runs": {}}
         merged.update({k: v for k, v in incoming.items() if k != "runs"})
         merged["runs"].update(incoming["runs"])
+        if (summarize := summarizer(incoming["script"])) is not None:
+            merged["summary"] = summarize(merged)
         save(merged, target)
         print(f"{path}: {', '.join(incoming['runs'])} -> {target}")
     return 0

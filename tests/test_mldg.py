@@ -313,3 +313,61 @@ def test_gradient_alignment_is_one_for_identical_domains_and_refuses_bad_sources
         gradient_alignment(tiny_net(), x, y, domains, [0])
     with pytest.raises(ValueError, match="domain 7 has no examples"):
         gradient_alignment(tiny_net(), x, y, domains, [0, 7])
+
+
+def synthetic_mldg_runs(angles=(0, 75), seeds=(0, 1, 2)) -> dict:
+    """Runs in the results schema of scripts/full_scale_mldg.py, with made-up held-out accuracies."""
+    g = torch.Generator().manual_seed(3)
+    runs = {}
+    for angle in angles:
+        for name in ("erm", "mldg", "mldg-fo"):
+            for seed in seeds:
+                accuracy = 0.9 + 0.05 * float(torch.rand((), generator=g))
+                runs[f"{name}/{angle}/seed{seed}"] = {
+                    "algorithm": name, "held_out": angle, "seed": seed, "paper": "none",
+                    "test": {"metric": "accuracy", "mean": accuracy, "ci95": 0.01},
+                    "provenance": {"device_name": "a CPU"}}
+    return runs
+
+
+def test_the_mldg_summary_pairs_each_variant_with_erm_by_seed(load_script):
+    """The paired differences and t-intervals of the summary, against a direct computation (t_0.975(2) = 4.303)."""
+    script = load_script("full_scale_mldg")
+    runs = synthetic_mldg_runs()
+    summary = script.summarize({"runs": runs})
+    for angle in (0, 75):
+        differences = torch.tensor([runs[f"mldg/{angle}/seed{s}"]["test"]["mean"]
+                                    - runs[f"erm/{angle}/seed{s}"]["test"]["mean"] for s in range(3)], dtype=torch.float64)
+        paired = summary["mldg"]["minus_erm"][str(angle)]
+        assert paired["mean"] == pytest.approx(float(differences.mean()), abs=1e-12)
+        assert paired["half_width"] == pytest.approx(4.302653 * float(differences.std()) / 3 ** 0.5, rel=1e-5)
+        erm = summary["erm"]["held_out"][str(angle)]
+        values = [runs[f"erm/{angle}/seed{s}"]["test"]["mean"] for s in range(3)]
+        assert erm["standard_error"] == pytest.approx(float(torch.tensor(values, dtype=torch.float64).std(unbiased=False)) / 3 ** 0.5)
+    # the average over angles: per seed, then over seeds, the same three seeds for both algorithms
+    per_seed = [sum(runs[f"mldg-fo/{a}/seed{s}"]["test"]["mean"] - runs[f"erm/{a}/seed{s}"]["test"]["mean"]
+                    for a in (0, 75)) / 2 for s in range(3)]
+    assert summary["mldg-fo"]["minus_erm"]["average"]["per_seed"] == pytest.approx(per_seed, abs=1e-12)
+    assert "minus_erm" not in summary["erm"] and summary["erm"]["average_seeds"] == [0, 1, 2]
+    # a seed that lacks an angle leaves the average (which needs every angle) but not that angle's cell
+    del runs["mldg/75/seed2"]
+    partial = script.summarize({"runs": runs})
+    assert partial["mldg"]["average_seeds"] == [0, 1] and partial["mldg"]["minus_erm"]["75"]["seeds"] == 2
+    assert partial["mldg"]["minus_erm"]["0"]["seeds"] == 3
+
+
+def test_merging_mldg_parts_recomputes_the_summary_over_all_runs(tmp_path, load_script):
+    """Two parts (held-out 0° and 75°, written by two processes) merge into one summary over both."""
+    script, merge = load_script("full_scale_mldg"), load_script("merge_results")
+    runs = synthetic_mldg_runs()
+    for angle in (0, 75):
+        mine = {name: run for name, run in runs.items() if run["held_out"] == angle}
+        part = {"script": "scripts/full_scale_mldg.py", "smoke": False, "runs": mine,
+                "summary": script.summarize({"runs": mine})}
+        (tmp_path / f"part{angle}.json").write_text(json.dumps(part))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert merge.main([str(tmp_path / "part0.json"), str(tmp_path / "part75.json")], folder=folder) == 0
+    merged = json.loads((folder / "mldg.json").read_text())
+    assert set(merged["summary"]["mldg"]["held_out"]) == {"0", "75"}
+    assert merged["summary"] == json.loads(json.dumps(script.summarize({"runs": runs})))

@@ -1,6 +1,8 @@
 """The results page's table: read from results files of the full-scale scripts' schema."""
 import json
 
+import pytest
+
 from metabook_learn.report import UNAVAILABLE, markdown_table, result_rows
 
 
@@ -110,3 +112,24 @@ def test_meta_rl_runs_become_rows_too(tmp_path):
     assert (rl2.method, rl2.seeds, rl2.steps, rl2.metric) == ("rl2", 3, 1500, "regret")
     assert (nav.method, nav.seeds, nav.steps) == ("maml", 3, 500)
     assert "32.200 ± 2.200 (regret)" in markdown_table([rl2])
+
+
+def test_domain_generalization_runs_become_one_row_per_algorithm_and_held_out_domain(tmp_path, load_script):
+    """mldg.json: rows over seeds from the summary (mean, t-interval), not one row per seed."""
+    script = load_script("full_scale_mldg")
+    runs = {}
+    for seed, (erm, mldg) in enumerate([(0.95, 0.96), (0.94, 0.97), (0.96, 0.965)]):
+        for name, accuracy in (("erm", erm), ("mldg", mldg)):
+            runs[f"{name}/0/seed{seed}"] = {
+                "algorithm": name, "held_out": 0, "seed": seed, "paper": "none", "training_wall_time_s": 600.0,
+                "test": {"metric": "accuracy", "mean": accuracy, "ci95": 0.01, "num_examples": 1000},
+                "config": {"dataset": "rotated_mnist", "steps": 5000}, "provenance": {"device_name": "a CPU"}}
+    results = {"script": "scripts/full_scale_mldg.py", "smoke": False, "runs": runs}
+    results["summary"] = script.summarize(results)
+    (tmp_path / "mldg.json").write_text(json.dumps(results))
+    rows = {row.run: row for row in result_rows(tmp_path)}
+    assert set(rows) == {"erm, held out 0", "mldg, held out 0"}
+    mldg = rows["mldg, held out 0"]
+    assert (mldg.seeds, mldg.steps, mldg.training_minutes) == (3, 5000, 10.0)
+    assert mldg.score == pytest.approx(0.965) and mldg.ci95 == pytest.approx(4.302653 * 0.005 / 3 ** 0.5, rel=1e-5)
+    assert "± over 3 seeds" in mldg.protocol and "96.50 ± 1.24%" in markdown_table([mldg])
