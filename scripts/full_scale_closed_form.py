@@ -67,10 +67,24 @@ from metabook_learn.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when the tests load this file by path
 from full_scale_common import (ROOT, Script, command_line, open_results, print_table, run_record, save,  # noqa: E402
-                               score, settle, train_run)
+                               score, settle, test_record, train_run)
 
 # Bertinetto et al. (2019) trained another network on other episodes (the docstring): their numbers do not compare.
 PAPER = "not comparable (Bertinetto et al., 2019: another network, other episodes; see the script's docstring)"
+# How a run differs from the paper's setting (the docstring's second paragraph), for the results page.
+SMALL_BODY = ("MAML's 4-block body with 64 filters (the paper: 96-192-384-512 filters, leaky ReLU, dropout, "
+              "the last two blocks' features concatenated)")
+SAME_WAYS = "the same ways and shots in training and test episodes (the authors: more ways, 1-9 shots in training)"
+CONSTANT_ADAM = ("Adam at a constant 1e-3 on 32 episodes per step (the authors' scripts: one episode per step, "
+                 "5e-3 halved every 2,000)")
+LEARNED_LAMBDA = "λ learned from 1 (the authors' scripts keep it at 50)"
+FEWER_TEST_TASKS = "600 test tasks of 15 queries per class (the paper: 10,000 episodes)"
+FAST_PATH = "trained under bfloat16 autocast with channels-last convolutions (solves and test in float32)"
+
+
+def deviations(run: "Run") -> str:
+    """How the run differs from Bertinetto et al.'s setting."""
+    return "; ".join((SMALL_BODY, SAME_WAYS, CONSTANT_ADAM, LEARNED_LAMBDA, FEWER_TEST_TASKS, *((FAST_PATH,) if run.fast else ())))
 
 
 @dataclass(frozen=True)
@@ -154,12 +168,13 @@ def do_run(run: Run, args, device, splits: dict) -> dict:
         test = evaluate(model, test_sampler, None, num_tasks=args.test_tasks, strategy=config.strategy,
                         progress=not args.no_progress)
         print(f"{run.name}: {test}", flush=True)
-        tests[mode] = test.as_dict()
+        tests[mode] = test_record(test, "test", 0, run.ways, run.shots, config.queries)
     model.query_bn = config.query_bn
     return run_record(
         trained, config, checkpoint, began,
         algorithm=run.algorithm, setting=f"{run.dataset} {run.ways}-way {run.shots}-shot",
         test=tests["transductive"], test_setting="transductive", tests=tests, paper=PAPER,
+        deviations_from_paper=deviations(run),
         learned={"lambda": model.lam.item(), **({"scale": model.scale.item(), "bias": model.bias.item()}
                                                 if run.algorithm == "r2d2" else {})},
         validation=dict(zip(*trained.column("validation"))))

@@ -256,3 +256,9 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
         assert run["provenance"]["torch"] == torch.__version__
         omniglot = run["setting"].startswith("omniglot")  # the Omniglot runs take the CPU fast path
         assert run["config"]["bf16"] == run["config"]["channels_last"] == omniglot
+        # the protocol that pretrained.evaluate re-draws the test tasks from, and how the run differs from the paper
+        ways, shots = (int(part.split("-")[0]) for part in run["setting"].split()[1:3])
+        assert run["test"]["protocol"] == {**run["test"]["protocol"], "split": "test", "seed": 0, "ways": ways,
+                                           "shots": shots, "query_bn": "transductive"}
+        assert len(run["test"]["per_task"]) == run["test"]["num_tasks"]
+        assert ("bfloat16" in run["deviations_from_paper"]) == omniglot and "λ learned" in run["deviations_from_paper"]
