@@ -142,12 +142,13 @@ def summarize(results: dict) -> dict:
     """Per algorithm: each held-out angle's spread over seeds and the average over angles (per seed, then spread);
     for MLDG and first-order MLDG also their difference to ERM, paired by seed, at each angle and on average.
 
-    The average needs every angle of a seed; it covers the seeds complete in every algorithm, so that the
-    paired average compares the same seeds.
+    The average is over all six angles, as DomainBed's: it needs every angle of a seed and covers the seeds
+    complete in every algorithm, so that the paired average compares the same seeds (``None`` until then).
     """
     runs = results["runs"]
     score = {(r["algorithm"], r["held_out"], r["seed"]): r["test"]["mean"] for r in runs.values()}
     angles = sorted({angle for _, angle, _ in score})
+    every_angle = list(ROTATED_MNIST_ANGLES)
     algorithms = [name for name in ALGORITHMS if any(key[0] == name for key in score)]
     seeds = sorted({seed for _, _, seed in score})
 
@@ -155,9 +156,9 @@ def summarize(results: dict) -> dict:
         return [score[name, angle, s] for s in among if (name, angle, s) in score]
 
     def average(name: str, among: list[int]) -> list[float]:
-        return [sum(score[name, a, s] for a in angles) / len(angles) for s in among]
+        return [sum(score[name, a, s] for a in every_angle) / len(every_angle) for s in among]
 
-    complete = [s for s in seeds if all((name, a, s) in score for name in algorithms for a in angles)]
+    complete = [s for s in seeds if all((name, a, s) in score for name in algorithms for a in every_angle)]
     summary = {}
     for name in algorithms:
         by_angle = {str(a): spread(values) for a in angles if (values := per_seed(name, a, seeds))}

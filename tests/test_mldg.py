@@ -315,7 +315,7 @@ def test_gradient_alignment_is_one_for_identical_domains_and_refuses_bad_sources
         gradient_alignment(tiny_net(), x, y, domains, [0, 7])
 
 
-def synthetic_mldg_runs(angles=(0, 75), seeds=(0, 1, 2)) -> dict:
+def synthetic_mldg_runs(angles=(0, 15, 30, 45, 60, 75), seeds=(0, 1, 2)) -> dict:
     """Runs in the results schema of scripts/full_scale_mldg.py, with made-up held-out accuracies."""
     g = torch.Generator().manual_seed(3)
     runs = {}
@@ -346,7 +346,7 @@ def test_the_mldg_summary_pairs_each_variant_with_erm_by_seed(load_script):
         assert erm["standard_error"] == pytest.approx(float(torch.tensor(values, dtype=torch.float64).std(unbiased=False)) / 3 ** 0.5)
     # the average over angles: per seed, then over seeds, the same three seeds for both algorithms
     per_seed = [sum(runs[f"mldg-fo/{a}/seed{s}"]["test"]["mean"] - runs[f"erm/{a}/seed{s}"]["test"]["mean"]
-                    for a in (0, 75)) / 2 for s in range(3)]
+                    for a in range(0, 90, 15)) / 6 for s in range(3)]
     assert summary["mldg-fo"]["minus_erm"]["average"]["per_seed"] == pytest.approx(per_seed, abs=1e-12)
     assert "minus_erm" not in summary["erm"] and summary["erm"]["average_seeds"] == [0, 1, 2]
     # a seed that lacks an angle leaves the average (which needs every angle) but not that angle's cell
@@ -354,14 +354,17 @@ def test_the_mldg_summary_pairs_each_variant_with_erm_by_seed(load_script):
     partial = script.summarize({"runs": runs})
     assert partial["mldg"]["average_seeds"] == [0, 1] and partial["mldg"]["minus_erm"]["75"]["seeds"] == 2
     assert partial["mldg"]["minus_erm"]["0"]["seeds"] == 3
+    # the average is over all six angles, as DomainBed's: none while an angle is missing
+    only_two = script.summarize({"runs": synthetic_mldg_runs(angles=(0, 75))})
+    assert only_two["mldg"]["average"] is None and "average" not in only_two["mldg"]["minus_erm"]
 
 
 def test_merging_mldg_parts_recomputes_the_summary_over_all_runs(tmp_path, load_script):
-    """Two parts (held-out 0° and 75°, written by two processes) merge into one summary over both."""
+    """Two parts (held-out 0°, and the other five angles, written by two processes) merge into one summary."""
     script, merge = load_script("full_scale_mldg"), load_script("merge_results")
     runs = synthetic_mldg_runs()
     for angle in (0, 75):
-        mine = {name: run for name, run in runs.items() if run["held_out"] == angle}
+        mine = {name: run for name, run in runs.items() if (run["held_out"] == 0) == (angle == 0)}
         part = {"script": "scripts/full_scale_mldg.py", "smoke": False, "runs": mine,
                 "summary": script.summarize({"runs": mine})}
         (tmp_path / f"part{angle}.json").write_text(json.dumps(part))
@@ -369,5 +372,5 @@ def test_merging_mldg_parts_recomputes_the_summary_over_all_runs(tmp_path, load_
     folder.mkdir()
     assert merge.main([str(tmp_path / "part0.json"), str(tmp_path / "part75.json")], folder=folder) == 0
     merged = json.loads((folder / "mldg.json").read_text())
-    assert set(merged["summary"]["mldg"]["held_out"]) == {"0", "75"}
+    assert len(merged["summary"]["mldg"]["held_out"]) == 6 and merged["summary"]["mldg"]["average"]["seeds"] == 3
     assert merged["summary"] == json.loads(json.dumps(script.summarize({"runs": runs})))
