@@ -52,7 +52,7 @@ class ResultRow:
     seeds: int
     steps: int
     hardware: str
-    training_minutes: float
+    training_minutes: float  # per training run: a row over seeds gives the mean per seed
     curve: list[tuple[float, float]]  # (training minutes, validation score), when recorded
 
 
@@ -90,6 +90,7 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
             config, test, where = run["config"], run["test"], run["provenance"]
             hardware = _hardware(where)
             seeds = run.get("seeds", [config.get("seed")])  # a list of seeds, or (meta-RL) their number
+            seeds = seeds if isinstance(seeds, int) else len(seeds)
             rows.append(ResultRow(
                 source=path.name, run=name,
                 method=run.get("algorithm") or config.get("algorithm") or name.split("-")[0],  # meta-RL: "rl2-n10"
@@ -99,9 +100,9 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
                 protocol=_protocol(test, config) + (f"; ± over {len(test['per_seed'])} seeds (95% t-interval)"
                                                     if len(test.get("per_seed", [])) > 1 else ""),
                 differences=run.get("deviations_from_paper", ""),
-                seeds=seeds if isinstance(seeds, int) else len(seeds),
-                steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
-                training_minutes=run["training_wall_time_s"] / 60, curve=_curve(run)))
+                seeds=seeds, steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
+                # a run over seeds records its total training time: the column is per seed everywhere
+                training_minutes=run["training_wall_time_s"] / 60 / seeds, curve=_curve(run)))
     return rows
 
 

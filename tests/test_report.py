@@ -111,6 +111,7 @@ def test_meta_rl_runs_become_rows_too(tmp_path):
     rl2, nav = sorted(result_rows(tmp_path), key=lambda row: row.run, reverse=True)
     assert (rl2.method, rl2.seeds, rl2.steps, rl2.metric) == ("rl2", 3, 1500, "regret")
     assert (nav.method, nav.seeds, nav.steps) == ("maml", 3, 500)
+    assert rl2.training_minutes == nav.training_minutes == 60.0 / 60 / 3, "the training column is per seed"
     assert "32.200 ± 2.200 (regret)" in markdown_table([rl2])
 
 
