@@ -44,6 +44,10 @@ long again), and the default runs (3 seeds each) about 3 hours on the CPU,
 minutes on a GPU. Every seed's training writes a checkpoint to ``--checkpoints``
 (default ``runs/full_scale_in_context``) every 500 steps and resumes from it exactly, so
 a run can be stopped (SIGTERM) and started again; a finished seed is only scored again.
+An Omniglot seed already scored in ``--output`` (same settings) is kept as it is, not
+trained again: its checkpoint is too large to commit, so more seeds are added later with
+``cp results/in_context.json runs/out/ic.json`` and ``--runs omniglot --seeds 3 --output
+runs/out/ic.json``, then ``scripts/merge_results.py runs/out/ic.json``.
 The headline ``test`` of each run is
 the mean over seeds with its 95% t-interval (``ci95``): the error at k = 10
 (twice d) for linear regression, the MSE at K = 10 for sine waves, the test
@@ -228,21 +232,49 @@ def lsa_run(args, device) -> dict:
             **times.as_dict()}
 
 
-def omniglot_run(args, device) -> dict:
+def scored_seeds(previous: dict | None, values: dict) -> dict[int, dict]:
+    """The seeds of an Omniglot record already in ``--output`` (same settings): kept, not trained again.
+
+    A seed's checkpoint is too large to commit (2.5 MB with Adam's state), so a later
+    session that adds seeds cannot resume the earlier ones; it keeps their scores
+    instead, each with its own training time and provenance.
+    """
+    if not previous or previous.get("config") != values:
+        return {}
+    kept = {}
+    for entry in previous["seeds"]:
+        if "training_wall_time_s" not in entry:  # recorded before seeds carried their own time and provenance
+            if len(previous["seeds"]) > 1:
+                raise SystemExit("the Omniglot record in --output has several seeds without per-seed training "
+                                 "times: write to another --output")
+            entry = {**entry, "training_wall_time_s": previous["training_wall_time_s"],
+                     "provenance": previous["provenance"]}
+        kept[entry["seed"]] = entry
+    return kept
+
+
+def omniglot_run(args, device, previous: dict | None = None) -> dict:
     values = settings("omniglot", args.smoke)
     train_split = load_omniglot("train", cache=args.cache, mirror=args.mirror)
     test_split = load_omniglot("test", cache=args.cache, mirror=args.mirror)
     seeds, times = [], WallTimes()
+    kept = scored_seeds(previous, values)
     for seed in range(args.seeds):
+        if seed in kept:
+            seeds.append(kept[seed])
+            times.training += kept[seed]["training_wall_time_s"]
+            print(f"omniglot, seed {seed}: kept from {args.output} ({100 * kept[seed]['test']['mean']:.2f}%)", flush=True)
+            continue
         seed_everything(seed)
         model = InContextTransformer(values["filters"], ways=5, width=values["width"], depth=values["depth"],
                                      heads=values["heads"], embedding=omniglot_embedding(filters=values["filters"]))
         episodes = ShuffledOrder(NWayKShotSampler(train_split, 5, 1, values["queries"], seed=seed), seed=seed)
-        meta_train("omniglot", seed, model.to(device), episodes, values, args, device, times)
+        trained = meta_train("omniglot", seed, model.to(device), episodes, values, args, device, times)
         test_episodes = ShuffledOrder(NWayKShotSampler(test_split, 5, 1, OMNIGLOT_TEST_QUERIES, seed=OMNIGLOT_TEST_SEED),
                                       seed=OMNIGLOT_TEST_SEED)
         test = evaluate(model, test_episodes, None, num_tasks=args.omniglot_tasks)
-        seeds.append({"seed": seed, "test": test.as_dict() | {"per_task": test.per_task.tolist()}})
+        seeds.append({"seed": seed, "test": test.as_dict() | {"per_task": test.per_task.tolist()},
+                      "training_wall_time_s": trained.wall_time_s, "provenance": provenance(device)})
         print(f"omniglot, seed {seed}: {test}", flush=True)
     per_seed = [s["test"]["mean"] for s in seeds]
     if len(seeds) == 1:  # one training run: its interval can only be over the test episodes
@@ -278,8 +310,11 @@ def main(argv=None) -> int:
     for name in RUNS:
         if name not in args.runs:
             continue
-        run = {"sinusoid": sinusoid_run, "lsa": lsa_run, "omniglot": omniglot_run}.get(name)
-        record = run(args, device) if run else linear_run(name, args, device)
+        if name == "omniglot":  # seeds already scored in --output are kept (scored_seeds)
+            record = omniglot_run(args, device, results["runs"].get("omniglot"))
+        else:
+            run = {"sinusoid": sinusoid_run, "lsa": lsa_run}.get(name)
+            record = run(args, device) if run else linear_run(name, args, device)
         results["runs"][name] = {**record, **DESCRIPTION[name], "paper": PAPER[name],
                                  "config": settings(name, args.smoke), "provenance": provenance(device)}
         save(results, args.output)

@@ -332,6 +332,17 @@ def test_the_full_scale_script_runs_omniglot_in_smoke_mode(tmp_path, load_script
     # One seed: the headline interval is the test tasks' (a t-interval needs two seeds or more), and says so.
     assert run["test"]["ci95"] == run["seeds"][0]["test"]["ci95"] and "one training run" in run["test"]["over"]
     assert run["test"]["protocol"]["queries"] == 15 and run["config"]["bf16"] and run["config"]["channels_last"]
+    # A second call with two seeds keeps seed 0 as recorded (its checkpoint removed: it cannot be trained again)
+    # and trains seed 1; the headline becomes the mean over both with a t-interval.
+    for checkpoint in (tmp_path / "checkpoints").glob("*.pt"):
+        checkpoint.unlink()
+    assert script.main(["--smoke", "--runs", "omniglot", "--seeds", "2", "--output", str(output), "--device", "cpu",
+                        "--no-progress", "--mirror", str(real_mirror), "--cache", str(real_cache)]) == 0
+    both = json.loads(output.read_text())["runs"]["omniglot"]
+    assert both["seeds"][0] == run["seeds"][0] and [s["seed"] for s in both["seeds"]] == [0, 1]
+    assert not (tmp_path / "checkpoints" / "in-context-omniglot-seed0.pt").exists(), "seed 0 was not trained again"
+    assert both["test"]["per_seed"] == [s["test"]["mean"] for s in both["seeds"]] and "seeds" in both["test"]["over"]
+    assert both["training_wall_time_s"] == pytest.approx(sum(s["training_wall_time_s"] for s in both["seeds"]))
 
 
 def test_the_transformer_trains_and_evaluates_through_the_command_line(tmp_path, capsys):
@@ -380,3 +391,16 @@ def test_the_transformer_reads_images_from_the_command_line_and_resumes_bit_for_
         assert torch.equal(weights, cut[name]), name
     assert main(["evaluate", "--checkpoint", str(tmp_path / "straight.pt"), "--tasks", "4", *folders]) == 0
     assert "transformer on omniglot test: accuracy" in capsys.readouterr().out
+
+
+def test_an_omniglot_record_of_the_older_format_is_kept_with_its_run_time(load_script):
+    """results/in_context.json's seed 0 predates per-seed times: with one seed the run's time is that seed's."""
+    script = load_script("full_scale_in_context")
+    values = script.settings("omniglot", False)
+    old = {"config": values, "training_wall_time_s": 5031.0, "provenance": {"git_commit": "658bee4"},
+           "seeds": [{"seed": 0, "test": {"mean": 0.98}}]}
+    kept = script.scored_seeds(old, values)
+    assert kept[0]["training_wall_time_s"] == 5031.0 and kept[0]["provenance"]["git_commit"] == "658bee4"
+    assert script.scored_seeds(old, {**values, "steps": 1}) == {}, "other settings: nothing is kept"
+    with pytest.raises(SystemExit, match="several seeds without per-seed training times"):
+        script.scored_seeds({**old, "seeds": [{"seed": 0}, {"seed": 1}]}, values)
