@@ -4,8 +4,10 @@
 #   bash scripts/full_scale_queue.sh          # start both lanes in the background; logs in runs/logs/
 #   bash scripts/full_scale_queue.sh status   # where each run stands
 #
-# More seeds of the in-context Omniglot run (seed 0 is in results/in_context.json; its 2.5 MB checkpoint is too
-# large to commit, so `--seeds 3` would train seed 0 again: give the script a way to train chosen seeds first).
+# More seeds of the in-context Omniglot run (about 85 min each; seed 0 is in results/in_context.json and is kept,
+# not trained again, when the script writes into a copy of that file):
+#   cp results/in_context.json runs/out/ic.json
+#   $PY scripts/full_scale_in_context.py --runs omniglot --seeds 3 --output runs/out/ic.json --device cpu --no-progress
 #
 # Every run resumes from its checkpoint in runs/full_scale/ (copied there from results/checkpoints/,
 # where a session commits the checkpoints of unfinished runs) and a finished run is only scored
