@@ -28,7 +28,11 @@ test set, the same digits rotated in every domain
 (:mod:`metabook_learn.data.rotated_mnist`).
 
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale_mldg``) and runs
-resume from them; a finished run is only scored again. The results file is
+resume from them; a finished run is only scored again. A run already in
+``--output`` whose checkpoint is gone is kept as recorded, not trained again: a
+later session continues the table with ``cp results/mldg.json runs/out/mldg.json``
+and ``--output runs/out/mldg.json`` (the checkpoints of unfinished runs are
+committed in ``results/checkpoints/``). The results file is
 rewritten atomically after every run, with each run's provenance (device,
 torch, commit, wall time) and configuration, and a summary per algorithm and
 held-out domain: mean, standard deviation and standard error over seeds (the
@@ -204,7 +208,12 @@ def main(argv=None) -> int:
     for angle in args.held_out:
         for name in args.algorithms:
             for seed in range(settings["seeds"]):
-                results["runs"][f"{name}/{angle}/seed{seed}"] = do_run(name, angle, seed, data, settings, args, device)
+                key = f"{name}/{angle}/seed{seed}"
+                if key in results["runs"] and not (args.checkpoints / f"{name}-{angle}-seed{seed}.pt").is_file():
+                    # scored in --output, its checkpoint not kept (600 KB each): kept as recorded, not trained again
+                    print(f"{key}: kept from {args.output}", flush=True)
+                    continue
+                results["runs"][key] = do_run(name, angle, seed, data, settings, args, device)
                 results["summary"] = summarize(results)
                 save(results, args.output)
 

@@ -282,6 +282,12 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
     assert results["summary"]["erm"]["held_out"]["75"]["seeds"] == 1
     assert (tmp_path / "checkpoints" / "mldg-75-seed0.pt").is_file()
     assert script.main(arguments) == 0, "a second call resumes from the finished checkpoints"
+    # A run in --output whose checkpoint is gone is kept as recorded, not trained again.
+    (tmp_path / "checkpoints" / "mldg-75-seed0.pt").unlink()
+    before = json.loads(output.read_text())["runs"]["mldg/75/seed0"]
+    assert script.main(arguments) == 0
+    assert json.loads(output.read_text())["runs"]["mldg/75/seed0"] == before
+    assert not (tmp_path / "checkpoints" / "mldg-75-seed0.pt").exists(), "it was not trained again"
 
 
 def test_gradient_cosines_match_the_closed_form_gradient_of_a_linear_softmax_model():
