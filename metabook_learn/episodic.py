@@ -43,7 +43,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metabook_learn.inner_loop import DIFFERENTIATE, InnerLoop, Params, over_tasks, resolve_strategy, task_tensors
+from metabook_learn.inner_loop import (DIFFERENTIATE, QUERY_BN_MODES, InnerLoop, Params, over_tasks, resolve_strategy,
+                                       task_tensors)
 from metabook_learn.methods import Method, Step
 from metabook_learn.models import IMAGE_DATA_SETS
 
@@ -160,12 +161,15 @@ def check_episodic_config(config) -> None:
     if config.head_only or config.learn_lrs or config.first_order:
         raise ValueError(f"{config.algorithm} has no inner loop: head_only, learn_lrs and first_order "
                          "belong to the gradient-based algorithms")
+    if config.query_bn not in QUERY_BN_MODES:
+        raise ValueError(f"{config.algorithm} embeds a whole episode in one forward pass: query_bn must be one of "
+                         f"{', '.join(QUERY_BN_MODES)}, got {config.query_bn!r} (an inner-loop method's mode)")
 
 
 # The TrainConfig settings an episodic learner has no use for, and why (metabook_learn.methods.Method.unused_fields).
 NO_INNER_LOOP = {
-    ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps", "first_order",
-     "outer_step_size", "outer_step_size_final"):
+    ("inner_steps", "inner_lr", "inner_optimizer", "inner_batch_size", "eval_inner_steps", "eval_inner_batch_size",
+     "first_order", "outer_step_size", "outer_step_size_final"):
         "{name} solves each task in one forward pass, with no inner loop and Adam steps of --meta-lr",
 }
 

@@ -21,6 +21,13 @@ treats the query set:
   depends on the other query examples it is predicted with.
 * ``"inductive"``: the query set is normalized with the support set's
   statistics, so each query example is predicted on its own.
+* ``"per-query"``: each query example is forwarded with the support set, one
+  at a time, and normalized with the statistics of those S + 1 examples: no
+  query example influences another, but each enters its own statistics. This
+  is the non-transductive test of Reptile's code (``_test_predictions`` in
+  openai/supervised-reptile), which the paper's non-transductive numbers use.
+  Only the inner-loop methods have it (ProtoNets and R2-D2 embed a whole
+  episode at once).
 
 The support set is always normalized with its own statistics. Results carry
 the mode they were computed with (``Adaptation.query_bn``).
@@ -50,6 +57,8 @@ from metabook_learn.stacked import stack_tasks
 
 __all__ = [
     "Params",
+    "QUERY_BN_MODES",
+    "INNER_LOOP_QUERY_BN_MODES",
     "InnerLoop",
     "Adaptation",
     "func_gradient",
@@ -68,7 +77,8 @@ __all__ = [
 ]
 
 Params = dict[str, torch.Tensor]
-QUERY_BN_MODES = ("transductive", "inductive")
+QUERY_BN_MODES = ("transductive", "inductive")  # every method's
+INNER_LOOP_QUERY_BN_MODES = (*QUERY_BN_MODES, "per-query")  # the inner-loop methods' (module docstring)
 STRATEGIES = ("auto", "loop", "vmap", "stacked")
 INNER_OPTIMIZERS = ("sgd", "adam")
 ADAM_BETA2, ADAM_EPS = 0.999, 1e-8  # TensorFlow's and PyTorch's defaults, which Reptile's code kept
@@ -85,7 +95,8 @@ class InnerLoop:
     ``first_order``: treat each step's gradient as a constant (first-order MAML).
     ``head_only``: adapt only the head (ANIL); the body keeps θ's values.
     ``loss(prediction, target)``: mean loss over a set, e.g. ``F.cross_entropy``
-    or ``F.mse_loss``. ``query_bn``: ``"transductive"`` or ``"inductive"``.
+    or ``F.mse_loss``. ``query_bn``: ``"transductive"``, ``"inductive"`` or
+    ``"per-query"`` (module docstring).
 
     ``optimizer``: ``"sgd"`` (MAML's θ − α∇) or ``"adam"``: Adam with β1 = 0,
     β2 = 0.999, ε = 1e-8 and fresh moments for every task, the inner
@@ -115,7 +126,7 @@ class InnerLoop:
         validation.rate("lr", self.lr, zero_ok=True)  # 0: the steps change nothing, a control
         validation.choice("optimizer", self.optimizer, INNER_OPTIMIZERS)
         validation.optional_count("batch_size", self.batch_size, none_means="the whole support set")
-        validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
+        validation.choice("query_bn", self.query_bn, INNER_LOOP_QUERY_BN_MODES)
         if not callable(self.loss):
             raise TypeError(f"loss must be a function loss(prediction, target), e.g. F.cross_entropy, "
                             f"got {self.loss!r}")
@@ -278,7 +289,9 @@ def predict(
     ``"transductive"``: forward the query set alone; batch norm uses its
     statistics. ``"inductive"``: forward ``cat[support, query]`` and let batch
     norm take its statistics from the support rows only, so no query example
-    influences another.
+    influences another. ``"per-query"``: forward ``cat[support, query_q]`` for
+    each query example q alone, batch norm taking the statistics of all S + 1
+    rows (Reptile's non-transductive test): Q forward passes.
     """
     if query_bn == "transductive":
         return functional_call(model, params, (query_x,))
@@ -287,7 +300,12 @@ def predict(
         both = torch.cat([support_x, query_x])
         # The query rows, along the examples' dimension: -2 of [S+Q, K] and of the stacked [T, S+Q, K].
         return functional_call(model, params, (both,), {"stats_rows": num_support})[..., num_support:, :]
-    raise ValueError(f"query_bn must be one of {QUERY_BN_MODES}, got {query_bn!r}")
+    if query_bn == "per-query":
+        num_support = support_x.shape[0]
+        each = [functional_call(model, params, (torch.cat([support_x, query_x[q:q + 1]]),))[..., num_support:, :]
+                for q in range(query_x.shape[0])]
+        return torch.cat(each, dim=-2)
+    raise ValueError(f"query_bn must be one of {INNER_LOOP_QUERY_BN_MODES}, got {query_bn!r}")
 
 
 def adapt_task(

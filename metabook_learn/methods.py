@@ -120,7 +120,7 @@ def inner_loop(config: TrainConfig, evaluation: bool = False) -> InnerLoop:
         loss=LOSSES[config.loss],
         query_bn=config.query_bn,
         optimizer=config.inner_optimizer,
-        batch_size=config.inner_batch_size,
+        batch_size=config.eval_inner_batch_size if evaluation else config.inner_batch_size,
     )
 
 

@@ -87,22 +87,28 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
             rows += _held_out_rows(path.name, results)
             continue
         for name, run in results["runs"].items():
-            config, test, where = run["config"], run["test"], run["provenance"]
+            config, where = run["config"], run["provenance"]
             hardware = _hardware(where)
             seeds = run.get("seeds", [config.get("seed")])  # a list of seeds, or (meta-RL) their number
             seeds = seeds if isinstance(seeds, int) else len(seeds)
-            rows.append(ResultRow(
-                source=path.name, run=name,
-                method=run.get("algorithm") or config.get("algorithm") or name.split("-")[0],  # meta-RL: "rl2-n10"
-                setting=": ".join(filter(None, (run.get("setting"), run.get("test_setting")))) or config.get("dataset", ""),
-                metric=test["metric"], score=test["mean"], ci95=test["ci95"], paper=run["paper"],
-                # A headline over training seeds (meta-RL, in-context runs) carries its per-seed values.
-                protocol=_protocol(test, config) + (f"; ± over {len(test['per_seed'])} seeds (95% t-interval)"
-                                                    if len(test.get("per_seed", [])) > 1 else ""),
-                differences=run.get("deviations_from_paper", ""),
-                seeds=seeds, steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
-                # a run over seeds records its total training time: the column is per seed everywhere
-                training_minutes=run["training_wall_time_s"] / 60 / seeds, curve=_curve(run)))
+            # A run may also be scored as its paper's other protocol (Reptile without transduction): a row each.
+            scored = [(run["test"], run["paper"], _curve(run))]
+            if "test_per_query" in run:
+                scored.append((run["test_per_query"], run["paper_per_query"], []))
+            for test, paper, curve in scored:
+                rows.append(ResultRow(
+                    source=path.name, run=name,
+                    method=run.get("algorithm") or config.get("algorithm") or name.split("-")[0],  # meta-RL: rl2-n10
+                    setting=": ".join(filter(None, (run.get("setting"), run.get("test_setting"))))
+                    or config.get("dataset", ""),
+                    metric=test["metric"], score=test["mean"], ci95=test["ci95"], paper=paper,
+                    # A headline over training seeds (meta-RL, in-context runs) carries its per-seed values.
+                    protocol=_protocol(test, config) + (f"; ± over {len(test['per_seed'])} seeds (95% t-interval)"
+                                                        if len(test.get("per_seed", [])) > 1 else ""),
+                    differences=run.get("deviations_from_paper", ""),
+                    seeds=seeds, steps=config.get("steps", config.get("iterations", 0)), hardware=hardware,
+                    # a run over seeds records its total training time: the column is per seed everywhere
+                    training_minutes=run["training_wall_time_s"] / 60 / seeds, curve=curve))
     return rows
 
 

@@ -200,22 +200,22 @@ _SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/super
            "--inner-iters, --learning-rate, --meta-step 1, --meta-step-final 0, --meta-batch 5, --meta-iters, "
            "--train-shots, --eval-iters 50): inner Adam (beta1 = 0, models.py), lr 0.001 (0.0005 for 20-way), on "
            "minibatches; their Adam moments carry over from task to task in training (only the weights are "
-           "reset), here too. Two differences: each test task starts with fresh moments (theirs from the "
-           "training's); and evaluation steps on the whole support set (their "
-           "--eval-batch: 5 for 5-way, 10 for 20-way, 15 for mini-ImageNet 5-shot). --query-bn transductive "
-           "matches their --transductive runs; their other mode classifies each query batched with the support set")
+           "reset), here too. Evaluation steps on minibatches of their --eval-batch (5 for Omniglot 5-way, 10 for "
+           "20-way, 5 and 15 for mini-ImageNet 1- and 5-shot), but each test task starts with fresh moments "
+           "(theirs from the training's). --query-bn transductive matches their --transductive runs, per-query "
+           "their other mode (each query classified batched with the support set)")
 # The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
 _MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
-                      inner_batch_size=10, eval_inner_steps=50, meta_batch=5, outer_step_size=1.0,
+                      inner_batch_size=10, eval_inner_steps=50, eval_inner_batch_size=5, meta_batch=5, outer_step_size=1.0,
                       outer_step_size_final=0.0, steps=100_000)
 PRESETS = {
     ("omniglot", "5-way"): Preset(
         dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
-             eval_inner_steps=50, meta_batch=5,
+             eval_inner_steps=50, eval_inner_batch_size=5, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=100_000), _SOURCE),
     ("omniglot", "20-way"): Preset(
         dict(train_shots=10, queries=1, inner_optimizer="adam", inner_lr=5e-4, inner_steps=10, inner_batch_size=20,
-             eval_inner_steps=50, meta_batch=5,
+             eval_inner_steps=50, eval_inner_batch_size=10, meta_batch=5,
              outer_step_size=1.0, outer_step_size_final=0.0, steps=200_000), _SOURCE),
     ("mini-imagenet", ""): Preset(_MINI_IMAGENET, _SOURCE),
     ("cifar-fs", ""): Preset(
@@ -228,6 +228,16 @@ PRESETS = {
         "are one epoch of minibatches of 10 of the 50 points, here 5 full-batch steps, and MAML's 1-40-40-1 ReLU "
         "network and sine waves (phase in [0, pi]) replace its 1-64-64-1 tanh network (phase in [0, 2 pi])"),
 }
+
+def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: int | None) -> dict:
+    """The test-time minibatch for ``shots``: their mini-ImageNet 5-shot command tests on minibatches of 15
+    (--eval-batch 15), the 1-shot one of 5; a minibatch as large as the support set is the whole set (``None``)."""
+    if data in ("mini-imagenet", "cifar-fs") and shots >= 5:
+        values["eval_inner_batch_size"] = 15
+    if values.get("eval_inner_batch_size") and values["eval_inner_batch_size"] >= ways * shots:
+        values["eval_inner_batch_size"] = None
+    return values
+
 
 REPTILE = register(Method(
     name="reptile",
@@ -245,5 +255,5 @@ REPTILE = register(Method(
             "Reptile's outer step is --outer-step-size (epsilon, annealed with --outer-step-size-final), "
             "not --meta-lr or --meta-lr-halving-every",
     },
-    presets=PRESETS,
+    presets=PRESETS, adjust_preset=adjust_preset,
 ), origin=__name__)

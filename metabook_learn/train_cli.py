@@ -29,6 +29,7 @@ import torch
 
 from metabook_learn.cli_options import count_type, rate_type
 from metabook_learn.errors import UserError
+from metabook_learn.inner_loop import INNER_LOOP_QUERY_BN_MODES
 from metabook_learn.data.storage import CACHE_ENV, MIRROR_ENV
 from metabook_learn.methods import DEFAULT_ALGORITHM, FEW_SHOT_DATA_SETS, Method, all_methods, inner_loop
 from metabook_learn.methods import get as get_method
@@ -85,7 +86,7 @@ def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
 
 # Options whose default comes from PRESETS (argparse default None = "not given").
 _PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
-                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "meta_lr", "meta_lr_halving_every",
+                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "eval_inner_batch_size", "meta_lr", "meta_lr_halving_every",
                    "clip_grad_norm",
                    "steps", "outer_step_size", "outer_step_size_final")
 
@@ -301,15 +302,18 @@ def _run_evaluate(args) -> int:
     trained = _trained_config(state, checkpoint)
     method = checkpoint_method(state, checkpoint, args.method)
     episodic = method.episodic
-    if episodic and args.inner_steps is not None:
+    if episodic and (args.inner_steps is not None or args.inner_batch_size is not None):
         raise UserError(f"{trained.algorithm} solves each task in one forward pass, with no fine-tuning steps: "
-                        "drop --inner-steps")
+                        "drop --inner-steps and --inner-batch-size")
+    if episodic and args.query_bn == "per-query":
+        raise UserError(f"{trained.algorithm} embeds a whole episode in one forward pass: --query-bn per-query "
+                        "belongs to the inner-loop methods; use transductive or inductive")
     if args.ways is not None and args.ways != trained.ways and not method.any_ways:
         what = "has no classes" if trained.dataset == "sinusoid" else f"has a {trained.ways}-output head"
         raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only "
                         f"{', '.join(method_names(any_ways=True))} are tested at another number of ways)")
     overrides = {"device": args.device, "query_bn": args.query_bn, "eval_inner_steps": args.inner_steps,
-                 "queries": args.queries, "shots": args.shots, "ways": args.ways}
+                 "eval_inner_batch_size": args.inner_batch_size, "queries": args.queries, "shots": args.shots, "ways": args.ways}
     config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
     device = _device(config)
     model = _build_trained_network(config, state, checkpoint)
@@ -434,6 +438,9 @@ def add_parser(subparsers) -> None:
                             "or the whole support set")
     train.add_argument("--eval-inner-steps", type=count_type("--eval-inner-steps", 0, "0: no adaptation"),
                        default=None, help="SGD steps on the support set at validation and test time (0: none)")
+    train.add_argument("--eval-inner-batch-size", type=count_type("--eval-inner-batch-size"), default=None,
+                       help="support examples per inner step at validation and test time (Reptile's --eval-batch); "
+                            "default: the paper's, or the whole support set")
     train.add_argument("--meta-lr-halving-every", type=count_type("--meta-lr-halving-every"), default=None,
                        metavar="STEPS",
                        help="halve --meta-lr every STEPS steps (ProtoNets and R2-D2: 2000); default: the paper's, "
@@ -451,9 +458,10 @@ def add_parser(subparsers) -> None:
                        help="Reptile's epsilon: phi <- phi + epsilon (mean W - phi)")
     train.add_argument("--outer-step-size-final", type=rate_type("--outer-step-size-final", zero_ok=True), default=None,
                        help="anneal Reptile's epsilon linearly to this value over the run (paper: 0)")
-    train.add_argument("--query-bn", default="transductive", choices=("transductive", "inductive"),
-                       help="batch norm of query sets: their own statistics (transductive, MAML's code; default) "
-                            "or the support set's (inductive)")
+    train.add_argument("--query-bn", default="transductive", choices=INNER_LOOP_QUERY_BN_MODES,
+                       help="batch norm of query sets: their own statistics (transductive, MAML's code; default), "
+                            "the support set's (inductive), or the support set's with each query example alone "
+                            "(per-query, Reptile's non-transductive test; inner-loop methods only)")
     train.add_argument("--validate-every", type=count_type("--validate-every", 0, "0: never"), default=1000,
                        help="meta-steps between validations on the val split, and one at the end "
                             "(0: none; default: 1000)")
@@ -516,8 +524,11 @@ def add_parser(subparsers) -> None:
                           help="support examples per class, or context points (default: the run's)")
     evaluate.add_argument("--queries", type=count_type("--queries"), default=None,
                           help="query examples per class (default: the run's)")
-    evaluate.add_argument("--query-bn", default=None, choices=("transductive", "inductive"),
-                          help="batch norm of query sets (default: the run's)")
+    evaluate.add_argument("--inner-batch-size", type=count_type("--inner-batch-size"), default=None,
+                          help="support examples per fine-tuning step (default: the run's --eval-inner-batch-size, "
+                               "or the whole support set; not for the episodic learners)")
+    evaluate.add_argument("--query-bn", default=None, choices=INNER_LOOP_QUERY_BN_MODES,
+                          help="batch norm of query sets (default: the run's; per-query: inner-loop methods only)")
     evaluate.add_argument("--seed", type=count_type("--seed", 0), default=0,
                           help="seed of the test tasks (default 0: every run is tested on the same tasks)")
     evaluate.add_argument("--output", default=None, metavar="PATH",

@@ -76,7 +76,7 @@ from metabook_learn.errors import UserError
 from metabook_learn.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook_learn.episodic import is_episodic
 from metabook_learn.evaluation import evaluate
-from metabook_learn.inner_loop import (INNER_OPTIMIZERS, QUERY_BN_MODES, STRATEGIES, InnerLoop, Params, parameters_of,
+from metabook_learn.inner_loop import (INNER_LOOP_QUERY_BN_MODES, INNER_OPTIMIZERS, STRATEGIES, InnerLoop, Params, parameters_of,
                                  set_gradients)
 from metabook_learn.maml import init_learning_rates
 from metabook_learn.methods import DEFAULT_ALGORITHM, LOSSES, inner_loop
@@ -156,7 +156,9 @@ class TrainConfig:
     during training; ``eval_inner_steps``: its steps at validation and test
     time (same α). ``inner_optimizer``: ``"sgd"``, or ``"adam"`` (β1 = 0, as in
     Reptile's experiments); ``inner_batch_size``: support examples per inner
-    step (``None``: all), see :class:`metabook_learn.inner_loop.InnerLoop`.
+    step in training (``None``: all), see :class:`metabook_learn.inner_loop.InnerLoop`;
+    ``eval_inner_batch_size``: the same at validation and test time (Reptile's
+    ``--eval-batch``; ``None``: all).
     ``meta_lr``: Adam's learning rate β (every algorithm but Reptile);
     ``meta_lr_halving_every``: halve it every that many steps, as the code of
     Prototypical Networks and R2-D2 does every 2,000 episodes (``None``: constant).
@@ -166,8 +168,9 @@ class TrainConfig:
     training does); ``None``: no clipping.
     ``outer_step_size``: Reptile's ε; ``outer_step_size_final``: anneal ε
     linearly to this value over ``steps`` (``None``: constant ε).
-    ``steps``: meta-steps. ``query_bn``: ``"transductive"`` or
-    ``"inductive"`` batch norm for query sets (:mod:`metabook_learn.inner_loop`).
+    ``steps``: meta-steps. ``query_bn``: ``"transductive"``, ``"inductive"``
+    or (inner-loop methods) ``"per-query"`` batch norm for query sets
+    (:mod:`metabook_learn.inner_loop`).
     ``mldg_beta``: MLDG's β, the weight of the meta-test loss (its α is
     ``inner_lr``, its one virtual step ``inner_steps=1``, and ``first_order``
     drops the Hessian term).
@@ -209,6 +212,7 @@ class TrainConfig:
     inner_optimizer: str = "sgd"
     inner_batch_size: int | None = None
     eval_inner_steps: int = 3
+    eval_inner_batch_size: int | None = None
     meta_lr: float = 1e-3
     meta_lr_halving_every: int | None = None
     clip_grad_norm: float | None = None
@@ -233,7 +237,7 @@ class TrainConfig:
     def __post_init__(self):
         method = get_method(self.algorithm)  # an unknown name: a ValueError that lists the registered ones
         validation.choice("loss", self.loss, LOSSES)
-        validation.choice("query_bn", self.query_bn, QUERY_BN_MODES)
+        validation.choice("query_bn", self.query_bn, INNER_LOOP_QUERY_BN_MODES)
         validation.choice("strategy", self.strategy, STRATEGIES)
         validation.choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         for name in ("ways", "shots", "queries", "meta_batch", "steps", "log_every", "validation_tasks"):
@@ -243,7 +247,8 @@ class TrainConfig:
             validation.count(name, getattr(self, name), minimum=0, meaning=zero and f"0: {zero}")
         validation.optional_count("meta_lr_halving_every", self.meta_lr_halving_every, none_means="a constant rate")
         validation.optional_count("train_shots", self.train_shots, none_means="shots")
-        validation.optional_count("inner_batch_size", self.inner_batch_size, none_means="the whole support set")
+        for name in ("inner_batch_size", "eval_inner_batch_size"):
+            validation.optional_count(name, getattr(self, name), none_means="the whole support set")
         # A zero rate is a control (nothing moves); NaN, infinity or a negative rate is a mistake.
         for name in ("inner_lr", "meta_lr", "outer_step_size", "outer_step_size_final", "mldg_beta"):
             if getattr(self, name) is not None:

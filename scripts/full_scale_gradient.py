@@ -21,6 +21,7 @@ maml-20way-1shot            10,000  95.8 ± 0.3 (Finn et al., 2017), 60,000 step
 fomaml-5way-1shot           10,000  98.3 ± 0.5 (Nichol et al., 2018, Table 2), at MAML's step
 fomaml-5way-1shot-alpha0.4  10,000  the same, with α = 0.4 on the *mean* support loss
 reptile-5way-1shot          30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 2, transduction), 100,000
+reptile-5way-5shot          (same)  99.48 ± 0.06 (the same, 5-shot): reptile-5way-1shot's network, tested at 5 shots
 anil-5way-1shot              6,000  none: Raghu et al. (2020), Table 2, report Omniglot 20-way only
 metasgd-5way-1shot           6,000  none read here (Li et al., 2017, Table 1); 1 test step
 ==========================  ======  ==========================================================
@@ -43,6 +44,13 @@ to task, as the authors' code does. A first run restarted them with every
 task and reached only 85.20 ± 1.36%; the results file keeps it as
 ``reptile-5way-1shot-fresh-moments`` (made at commit 4bccaf0,
 whose Reptile restarted them), with its checkpoint in ``results/checkpoints``.
+The authors' 1-shot and 5-shot Omniglot commands train alike (``--train-shots
+10``: ten examples per class in every training task) and differ only in the
+test (``--shots``, ``--eval-batch``), so ``reptile-5way-5shot`` is
+``reptile-5way-1shot``'s network scored on 5-shot tasks, not a second training.
+Reptile's runs are also scored as its paper's non-transductive numbers were
+(``test_per_query``: each query classified batched with the support set alone,
+``query_bn="per-query"``), beside the inductive test every run has.
 
 Checkpoints go to ``--checkpoints`` (default ``runs/full_scale``) and runs
 resume from them, so an interrupted script continues where it stopped; a
@@ -62,6 +70,7 @@ import torch
 
 from metabook_learn.data import NWayKShotSampler, load_omniglot
 from metabook_learn.evaluation import batch_norm_mode, evaluate
+from metabook_learn.methods import inner_loop
 from metabook_learn.models import omniglot_convnet
 from metabook_learn.runtime import seed_everything
 from metabook_learn.train_cli import paper_defaults
@@ -103,6 +112,9 @@ class Run:
     inner_lr: float | None = None  # None: the preset's
     deviation: str = ""  # what this run changes on purpose, beside DEVIATIONS
     eval_inner_steps: int | None = None  # None: the preset's
+    shots: int = 1  # of the test tasks
+    trained_as: str | None = None  # a run whose training is this one's too: its network is scored, not trained again
+    paper_per_query: str = ""  # the paper's number under Reptile's non-transductive test, when it has one
 
 
 RUNS = (
@@ -119,7 +131,14 @@ RUNS = (
         "run here with alpha = 0.4 on the mean loss, a fifth of the reference code's step", inner_lr=0.4,
         deviation=FIFTH_OF_THE_STEP),
     Run("reptile-5way-1shot", "reptile", 5, 30_000,
-        "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv versions, Table 2, transduction)"),
+        "97.68 ± 0.04 (Nichol et al., 2018, revised arXiv versions, Table 2, transduction)",
+        paper_per_query="95.39 ± 0.09 (Nichol et al., 2018, revised arXiv versions, Table 2, without transduction)"),
+    Run("reptile-5way-5shot", "reptile", 5, 30_000,
+        "99.48 ± 0.06 (Nichol et al., 2018, revised arXiv versions, Table 2, transduction)",
+        paper_per_query="98.90 ± 0.10 (Nichol et al., 2018, revised arXiv versions, Table 2, without transduction)",
+        shots=5, trained_as="reptile-5way-1shot",
+        deviation="reptile-5way-1shot's network tested at 5 shots: the authors' 1- and 5-shot commands train alike "
+                  "(--train-shots 10), so this is not a training of its own"),
     Run("anil-5way-1shot", "anil", 5, 6_000,
         "none for 5-way: Raghu et al. (2020), Table 2, report Omniglot 20-way only (1-shot: ANIL 96.2 ± 0.5, "
         "their MAML 93.7 ± 0.7, mean ± standard deviation over three initializations); run with MAML's "
@@ -135,7 +154,7 @@ SCRIPT = Script(__file__, __doc__, "gradient_based.json", runs=tuple(r.name for 
 
 def run_config(run: Run, args, device: torch.device) -> TrainConfig:
     """The paper's hyperparameters for this run, with the script's step count (or smoke-test sizes)."""
-    values, _ = paper_defaults(run.algorithm, "omniglot", run.ways, 1)
+    values, _ = paper_defaults(run.algorithm, "omniglot", run.ways, run.shots)
     values.update(steps=run.steps, validate_every=1000, validation_tasks=200, checkpoint_every=500, log_every=100)
     if run.inner_lr is not None:
         values["inner_lr"] = run.inner_lr
@@ -143,35 +162,53 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
         values["eval_inner_steps"] = run.eval_inner_steps
     if args.smoke:  # a few of everything: checks the pipeline end to end, not the numbers
         values.update(steps=3, meta_batch=2, validate_every=3, validation_tasks=4, checkpoint_every=2, log_every=1)
-    return TrainConfig(algorithm=run.algorithm, dataset="omniglot", ways=run.ways, shots=1, seed=args.seed,
+    return TrainConfig(algorithm=run.algorithm, dataset="omniglot", ways=run.ways, shots=run.shots, seed=args.seed,
                        device=str(device), bf16=args.bf16, **values)
 
 
 def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
-    config = run_config(run, args, device)
-    seed_everything(config.seed)
+    trained_as = next(r for r in RUNS if r.name == run.trained_as) if run.trained_as else run
+    train_config = run_config(trained_as, args, device)
+    seed_everything(train_config.seed)
     model = omniglot_convnet(run.ways)
-    train_sampler = NWayKShotSampler(splits["train"], run.ways, config.support_shots, config.queries, config.seed)
-    val_sampler = NWayKShotSampler(splits["val"], run.ways, config.shots, config.queries, config.seed + 1)
-    checkpoint = args.checkpoints / f"{run.name}.pt"
-    trained = train_run(run.name, config, model, train_sampler, val_sampler, checkpoint, args)
+    train_sampler = NWayKShotSampler(splits["train"], run.ways, train_config.support_shots, train_config.queries,
+                                     train_config.seed)
+    val_sampler = NWayKShotSampler(splits["val"], run.ways, train_config.shots, train_config.queries,
+                                   train_config.seed + 1)
+    checkpoint = args.checkpoints / f"{trained_as.name}.pt"
+    if run.trained_as and not checkpoint.exists():
+        raise SystemExit(f"{run.name} scores {run.trained_as}'s network: train that run first (--runs {run.trained_as})")
+    trained = train_run(trained_as.name, train_config, model, train_sampler, val_sampler, checkpoint, args)
 
     began = time.perf_counter()
-    test_sampler = NWayKShotSampler(splits["test"], run.ways, config.shots, config.queries, seed=0)
-    test = evaluate(model, test_sampler, trained.eval_inner, num_tasks=args.test_tasks, lrs=trained.lrs,
-                    strategy=config.strategy, progress=not args.no_progress)
+    config = run_config(run, args, device)  # the test's shots, and the preset's test-time settings for them
+    eval_inner = inner_loop(config, evaluation=True)
+
+    def test_in(query_bn: str):
+        """The 600 test tasks (the same every time: seed 0), batch norm treating the queries as ``query_bn`` says."""
+        sampler = NWayKShotSampler(splits["test"], run.ways, config.shots, config.queries, seed=0)
+        evaluation = evaluate(model, sampler, replace(eval_inner, query_bn=query_bn), num_tasks=args.test_tasks,
+                              lrs=trained.lrs, strategy=config.strategy, progress=not args.no_progress)
+        return evaluation, test_record(evaluation, "test", 0, run.ways, config.shots, config.queries)
+
+    test, test_entry = test_in(config.query_bn)
     # The same tasks with inductive batch norm: no query statistics (INDUCTIVE says how this differs from Reptile's).
-    inductive = evaluate(model, NWayKShotSampler(splits["test"], run.ways, config.shots, config.queries, seed=0),
-                         replace(trained.eval_inner, query_bn="inductive"), num_tasks=args.test_tasks, lrs=trained.lrs,
-                         strategy=config.strategy, progress=not args.no_progress)
+    inductive, inductive_entry = test_in("inductive")
+    per_query = {}
+    if run.paper_per_query:  # and as the paper's non-transductive numbers were scored
+        evaluation, entry = test_in("per-query")
+        per_query = dict(test_per_query=entry, paper_per_query=run.paper_per_query)
+        print(f"{run.name}, per-query batch norm: {evaluation}; paper {run.paper_per_query}", flush=True)
     print(f"{run.name}: {test}; inductive {inductive}; paper {run.paper}; trained in {trained.wall_time_s / 60:.1f} min",
           flush=True)
-    return run_record(trained, config, checkpoint, began,
-                      algorithm=run.algorithm, setting=f"Omniglot {run.ways}-way 1-shot", paper=run.paper,
-                      test=test_record(test, "test", 0, run.ways, config.shots, config.queries),
-                      test_inductive=test_record(inductive, "test", 0, run.ways, config.shots, config.queries),
-                      inductive=INDUCTIVE, batch_norm=batch_norm_mode(model, config.query_bn),
-                      validation=dict(zip(*trained.column("validation"))), deviations_from_paper=deviations(run))
+    record = run_record(trained, config, checkpoint, began,
+                        algorithm=run.algorithm, setting=f"Omniglot {run.ways}-way {run.shots}-shot", paper=run.paper,
+                        test=test_entry, test_inductive=inductive_entry, inductive=INDUCTIVE, **per_query,
+                        batch_norm=batch_norm_mode(model, config.query_bn),
+                        validation=dict(zip(*trained.column("validation"))), deviations_from_paper=deviations(run))
+    if run.trained_as:  # its learning curve is the other run's, validated at that run's shots: the page plots it once
+        record.update(trained_as=run.trained_as, curve=[], validation={})
+    return record
 
 
 def meets_target(result: dict) -> bool:

@@ -134,7 +134,7 @@ def test_strategy_follows_the_device():
     assert pick_strategy(torch.device("cuda")) == "vmap"
 
 
-@pytest.mark.parametrize("query_bn", ["transductive", "inductive"])
+@pytest.mark.parametrize("query_bn", ["transductive", "inductive", "per-query"])
 @pytest.mark.parametrize("strategy", ["vmap", "stacked"])
 def test_every_strategy_adapts_as_the_loop(strategy, query_bn):
     model, tasks = tiny_convnet(), random_tasks(3)
@@ -178,6 +178,26 @@ def test_inductive_predictions_do_not_depend_on_other_queries():
     assert InnerLoop().query_bn == "transductive"  # the default, as in MAML's reference code
     with pytest.raises(ValueError, match="query_bn"):
         InnerLoop(query_bn="running")
+
+
+def test_per_query_predictions_normalize_each_query_with_the_support_set_alone():
+    """Reptile's non-transductive test: each query forwarded with the support set, statistics over those S + 1 rows."""
+    model, tasks = tiny_convnet(), random_tasks(1, queries=4)
+    params = parameters_of(model)
+    support_x, query_x = tasks.support_x[0], tasks.query_x[0]
+    other_query_x = query_x.clone()
+    other_query_x[1:] = torch.randn_like(query_x[1:])
+
+    with torch.no_grad():
+        per_query = predict(model, params, support_x, query_x, "per-query")
+        assert per_query.shape == (len(query_x), WAYS)
+        for j in range(len(query_x)):  # the network itself, on the support set and that one example
+            torch.testing.assert_close(per_query[j], model(torch.cat([support_x, query_x[j:j + 1]]))[-1])
+        torch.testing.assert_close(predict(model, params, support_x, other_query_x, "per-query")[0], per_query[0])
+        # The example is in its own statistics, as it is not with inductive batch norm.
+        inductive = predict(model, params, support_x, query_x, "inductive")
+        assert (per_query - inductive).abs().max() > 1e-3
+    assert adapt(model, params, tasks, InnerLoop(steps=1, query_bn="per-query")).query_bn == "per-query"
 
 
 def test_set_gradients_feeds_any_optimizer():

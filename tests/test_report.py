@@ -101,6 +101,20 @@ def test_merging_finds_every_full_scale_script_s_results_file(load_script):
     assert all(name.endswith(".json") for name in names.values()), names
 
 
+def test_a_run_scored_also_as_its_papers_other_protocol_gets_a_row_for_each(tmp_path):
+    write_results(tmp_path, "gradient_based.json")
+    path = tmp_path / "gradient_based.json"
+    results = json.loads(path.read_text())
+    run = results["runs"]["maml-5way-1shot"]
+    run.update(test_per_query={**run["test"], "mean": 0.95, "query_bn": "per-query"},
+               paper_per_query="95.39 ± 0.09 (without transduction)")
+    path.write_text(json.dumps(results))
+    transductive, per_query = result_rows(tmp_path)
+    assert (transductive.score, transductive.paper) == (0.98, run["paper"])
+    assert (per_query.score, per_query.paper, per_query.curve) == (0.95, "95.39 ± 0.09 (without transduction)", [])
+    assert per_query.protocol == "600 tasks, 1 query/class, per-query BN, 3 test steps"
+
+
 def test_meta_rl_runs_become_rows_too(tmp_path):
     run = {"test": {"metric": "regret", "num_tasks": 2000, "mean": 32.2, "ci95": 2.2, "per_seed": [31.6, 31.7, 33.2]},
            "paper": "none copied", "config": {"arms": 5, "horizon": 100, "iterations": 1500},

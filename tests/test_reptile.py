@@ -1,5 +1,7 @@
 """Reptile against its definition (Nichol, Achiam & Schulman, 2018, Algorithms 1 and 2)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +167,16 @@ def test_carried_moments_are_one_adam_whose_weights_go_back_to_phi_after_every_t
     assert not all(torch.allclose(fresh[n], directions[0][n]) for n in phi)
     with pytest.raises(ValueError, match="inner optimizer is 'sgd'"):
         reptile.reptile_direction(model, params, batches[0], InnerLoop(steps=1, lr=0.1), moments=moments)
+
+
+def test_test_time_minibatches_are_the_eval_inner_batch_size():
+    """Reptile's code tests on minibatches of --eval-batch, not of its training --inner-batch."""
+    from metabook_learn.methods import inner_loop
+    from metabook_learn.training import TrainConfig
+
+    config = TrainConfig(algorithm="reptile", shots=5, inner_optimizer="adam", inner_lr=1e-3, inner_batch_size=10,
+                         eval_inner_batch_size=5, eval_inner_steps=50, device="cpu")
+    assert (inner_loop(config).batch_size, inner_loop(config, evaluation=True).batch_size) == (10, 5)
+    assert inner_loop(replace(config, eval_inner_batch_size=None), evaluation=True).batch_size is None
+    with pytest.raises(ValueError, match="eval_inner_batch_size"):
+        TrainConfig(algorithm="reptile", eval_inner_batch_size=0)

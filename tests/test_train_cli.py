@@ -65,6 +65,13 @@ def test_left_out_options_take_the_papers_values():
     reptile = config_for("--algorithm", "reptile")  # Nichol et al., 2018, App. A, Omniglot 5-way
     assert (reptile.train_shots, reptile.inner_steps, reptile.meta_batch, reptile.eval_inner_steps,
             reptile.outer_step_size, reptile.outer_step_size_final, reptile.steps) == (10, 5, 5, 50, 1.0, 0.0, 100_000)
+    # openai/supervised-reptile's --eval-batch: 5 (Omniglot 5-way, the whole 1-shot support set), 10 (20-way),
+    # 5 and 15 (mini-ImageNet 1- and 5-shot); training steps on minibatches of --inner-batch 10 (20 for 20-way).
+    for argv, train_batch, test_batch in ((("--shots", "1"), 10, None), (("--shots", "5"), 10, 5),
+                                          (("--ways", "20"), 20, 10),
+                                          (("--data", "mini-imagenet", "--shots", "5"), 10, 15)):
+        preset = config_for("--algorithm", "reptile", *argv)
+        assert (preset.inner_batch_size, preset.eval_inner_batch_size) == (train_batch, test_batch), argv
     sine = config_for("--data", "sinusoid", "--meta-batch", "7")
     assert (sine.loss, sine.shots, sine.inner_lr, sine.eval_inner_steps, sine.meta_batch) == ("mse", 10, 0.01, 10, 7)
 
@@ -242,6 +249,9 @@ def test_the_neural_processes_train_and_evaluate_on_sinusoids(capsys, tmp_path, 
     (["train", "--algorithm", "cnp", "--data", "sinusoid", "--train-ways", "3"], "cnp trains and tests at --ways"),
     (["train", "--algorithm", "mldg"], "mldg learns from source domains, not from the few-shot tasks"),
     (["evaluate", "--checkpoint", "{tmp}/missing.pt"], "no checkpoint at"),
+    (["train", "--algorithm", "protonet", "--query-bn", "per-query"],
+     "protonet embeds a whole episode in one forward pass: query_bn must be one of transductive, inductive"),
+    (["train", "--algorithm", "r2d2", "--eval-inner-batch-size", "5"], "drop --eval-inner-batch-size"),
 ])
 def test_bad_requests_fail_with_one_actionable_line(capsys, tmp_path, argv, fragment):
     argv = [a.format(tmp=tmp_path) for a in argv]
