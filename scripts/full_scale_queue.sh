@@ -33,7 +33,7 @@ COMMON=(--device cpu --no-progress)
 
 # Finished and merged into results/ (a finished run would only be scored again, so they are left out):
 # the in-context noiseless, noisy, sinusoid and lsa runs and the Omniglot run's seed 0, MAML (both step sizes),
-# first-order MAML (both), Reptile, ANIL, Meta-SGD, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16,
+# first-order MAML (both), Reptile (1-shot, and its network scored at 5 shots as reptile-5way-5shot), ANIL, Meta-SGD, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16,
 # on metabook's split and on the authors' split files), and every meta-RL run.
 # R2-D2 and LR-D2 Omniglot 5-way 1-shot are finished too (results/r2d2.json).
 lane_a() {
