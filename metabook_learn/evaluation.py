@@ -16,8 +16,8 @@ draw of 600 tasks, not how much it would move with another training run.
 
 The score is the accuracy on the query set for classification, and the mean
 squared error for regression (sinusoids). The result also says how batch
-norm treated the query set (``"transductive"`` or ``"inductive"``, see
-:mod:`metabook_learn.inner_loop`), because the two give different numbers and a
+norm treated the query set (``"transductive"``, ``"inductive"`` or ``"per-query"``,
+see :mod:`metabook_learn.inner_loop`), because they give different numbers and a
 results table must say which one it reports; ``"none"`` for a network
 without batch norm.
 
@@ -58,7 +58,7 @@ class Evaluation:
     95% confidence interval (module docstring); ``std``: the standard
     deviation over tasks (divisor n). ``query_loss``: the mean query loss
     (cross-entropy or MSE). ``per_task``: ``float64 [num_tasks]``, each task's
-    score. ``query_bn``: ``"transductive"``, ``"inductive"`` or ``"none"``.
+    score. ``query_bn``: ``"transductive"``, ``"inductive"``, ``"per-query"`` or ``"none"``.
     ``inner_steps``, ``inner_lr``: how each task was fine-tuned;
     ``tasks_per_batch``: how many tasks were drawn at a time (the draw, and so
     the tasks, depend on it).

@@ -326,7 +326,8 @@ class TrainResult:
     :func:`metabook_learn.evaluation.evaluate` for the test set. ``steps_done``:
     meta-steps completed. ``resumed_from``: the step a checkpoint resumed at
     (``None`` for a fresh run). ``wall_time_s``: seconds spent training,
-    summed over every resumed segment.
+    summed over every resumed segment; with a checkpoint, up to its last
+    save, so that loading a finished run reports its recorded time.
     """
 
     config: TrainConfig
@@ -711,6 +712,9 @@ def train(
         })
 
     began = time.perf_counter()
+    # The run's wall time is the one its last checkpoint records, so that a finished run loaded again (to be
+    # scored again) reports the same time as when it finished.
+    wall_time = wall_before
     # Training time excludes validation and checkpoints; it continues from the last point on resume.
     trained_before = (curve[-1].training_s or 0.0) if curve else 0.0
     not_training = 0.0
@@ -753,7 +757,8 @@ def train(
             if checkpoint and ((config.checkpoint_every and done % config.checkpoint_every == 0)
                                or done == config.steps or stop.signal):
                 saving_began = time.perf_counter()
-                save(done, wall_before + saving_began - began)
+                wall_time = wall_before + saving_began - began
+                save(done, wall_time)
                 saved_step = done
                 not_training += time.perf_counter() - saving_began
             if stop.signal and done < config.steps:
@@ -766,5 +771,5 @@ def train(
         eval_inner=eval_inner,
         steps_done=config.steps,
         resumed_from=None if state is None else start,
-        wall_time_s=wall_before + time.perf_counter() - began,
+        wall_time_s=wall_time if checkpoint else wall_before + time.perf_counter() - began,
     )

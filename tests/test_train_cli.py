@@ -299,6 +299,27 @@ def test_the_full_scale_script_runs_end_to_end_in_smoke_mode(tmp_path, real_mirr
     assert (tmp_path / "checkpoints" / "maml-5way-1shot.pt").is_file()
 
 
+def test_reptiles_5_shot_row_scores_the_1_shot_network_in_both_of_its_papers_protocols(tmp_path, real_mirror, real_cache,
+                                                                                        load_script):
+    """The authors' 5-shot command trains as their 1-shot one: the script scores that network, it does not train."""
+    script = load_script("full_scale_gradient")
+    output = tmp_path / "gradient_based.json"
+    common = ["--smoke", "--output", str(output), "--device", "cpu", "--cache", str(real_cache),
+              "--mirror", str(real_mirror), "--no-progress"]
+    with pytest.raises(SystemExit, match="train that run first"):
+        script.main([*common, "--runs", "reptile-5way-5shot"])
+    assert script.main([*common, "--runs", "reptile-5way-1shot", "reptile-5way-5shot"]) == 0
+    runs = json.loads(output.read_text())["runs"]
+    one, five = runs["reptile-5way-1shot"], runs["reptile-5way-5shot"]
+    assert five["trained_as"] == "reptile-5way-1shot" and five["checkpoint"] == one["checkpoint"]
+    assert five["curve"] == [] and five["training_wall_time_s"] == one["training_wall_time_s"]
+    assert (five["test"]["protocol"]["shots"], five["config"]["eval_inner_batch_size"]) == (5, 5)
+    assert (one["test"]["protocol"]["shots"], one["config"]["eval_inner_batch_size"]) == (1, None)
+    for run, paper in ((one, "95.39"), (five, "98.90")):
+        assert run["test_per_query"]["query_bn"] == "per-query" and run["paper_per_query"].startswith(paper)
+        assert run["test_per_query"]["per_task"] != run["test_inductive"]["per_task"] or run["test"]["num_tasks"] < 20
+
+
 def test_each_full_scale_gradient_run_records_its_own_deviations(load_script):
     script = load_script("full_scale_gradient")
     by_name = {run.name: run for run in script.RUNS}
