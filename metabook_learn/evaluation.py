@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ __all__ = ["Evaluation", "evaluate", "confidence_interval", "per_task_scores", "
            "SeedSummary", "t_quantile", "over_seeds", "paired_difference"]
 
 TEST_TASKS = 600  # MAML's reference code (NUM_TEST_POINTS) and many papers since (ProtoNets: 1,000 on Omniglot)
+EVALUATION_SHUFFLE_SEED = 0  # the seed of each evaluation's test-time minibatch shuffles (evaluate)
 Z_95 = 1.96  # the two-sided 95% quantile of the normal distribution
 
 
@@ -189,6 +190,10 @@ def evaluate(
         if not isinstance(inner, InnerLoop):
             raise TypeError(f"inner must be a metabook_learn.inner_loop.InnerLoop, got {type(inner).__name__}")
         validation.network(model, inner.head_only, getattr(sampler, "num_ways", None))
+        if inner.generator is None:
+            # Test-time minibatches (Reptile's) shuffle each task's support set from a generator of this
+            # evaluation's own: the score depends on the tasks, never on what ran before (inner_loop.InnerLoop).
+            inner = replace(inner, generator=torch.Generator().manual_seed(EVALUATION_SHUFFLE_SEED))
     validation.finite_parameters(model, f"this {type(model).__name__}")
     params = parameters_of(model)
     device = next(iter(params.values())).device

@@ -42,7 +42,7 @@ is passed in.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -67,6 +67,8 @@ __all__ = [
     "predict",
     "adapt_task",
     "adapt",
+    "task_minibatches",
+    "lay_out_minibatches",
     "AdamMoments",
     "over_tasks",
     "pick_strategy",
@@ -103,12 +105,18 @@ class InnerLoop:
     optimizer of Reptile's Omniglot and mini-ImageNet experiments (Nichol et
     al., 2018, Appendix A). ``batch_size``: each step uses this many support
     examples instead of all of them (Reptile's "inner batch size"); ``None``:
-    the whole support set. ``shuffle``: with ``batch_size``, ``True`` takes
-    the support set in a random order seeded by the epoch, an epoch every
-    ``S / batch_size`` steps, the same order for every task; ``False`` takes
-    consecutive minibatches of the support set as it is given (wrapping
-    around), for a caller that has shuffled each task's support set itself,
-    as :func:`metabook_learn.reptile.reptile_direction` does.
+    the whole support set. ``shuffle``: with ``batch_size``, ``True``
+    shuffles the support set for the minibatches. :func:`adapt` (every
+    evaluation) and Reptile's training shuffle each task's support set on its
+    own, as the authors' code does (:func:`lay_out_minibatches`); a single
+    call of :func:`fine_tune` takes it in a random order seeded by the epoch,
+    an epoch every ``S / batch_size`` steps, the same for every task.
+    ``False`` takes consecutive minibatches of the support set as it is given
+    (wrapping around). ``generator``: the ``torch.Generator`` (on the CPU) that
+    each task's shuffles are drawn from; ``None``: torch's global one (as in
+    training, whose checkpoints save it). :func:`metabook_learn.evaluation.evaluate`
+    gives every evaluation its own, seeded, so a score does not depend on what
+    ran before it.
     """
 
     steps: int = 1
@@ -120,6 +128,7 @@ class InnerLoop:
     optimizer: str = "sgd"
     batch_size: int | None = None
     shuffle: bool = True
+    generator: torch.Generator | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         validation.count("steps", self.steps, minimum=0, meaning="0: no adaptation")
@@ -314,13 +323,55 @@ def adapt_task(
     differentiate: Callable,
     params: Params,
     lrs: Params,
+    tune_x: torch.Tensor,
+    tune_y: torch.Tensor,
     support_x: torch.Tensor,
-    support_y: torch.Tensor,
     query_x: torch.Tensor,
 ) -> torch.Tensor:
-    """Fine-tune on one task's support set, then predict its query set: ``[Q, ...]``."""
-    fast = fine_tune(model, params, support_x, support_y, inner, lrs, differentiate)
+    """Fine-tune on one task's support rows, then predict its query set: ``[Q, ...]``.
+
+    ``tune_x``, ``tune_y``: the rows the inner steps take, in their order (the support set itself, or its
+    minibatches laid out by :func:`lay_out_minibatches`); ``support_x``: the support set as drawn, which the
+    ``"inductive"`` and ``"per-query"`` modes normalize with.
+    """
+    fast = fine_tune(model, params, tune_x, tune_y, inner, lrs, differentiate)
     return predict(model, fast, support_x, query_x, inner.query_bn)
+
+
+def task_minibatches(num_tasks: int, num_rows: int, batch_size: int, steps: int, device=None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order: ``[num_tasks, steps · batch_size]``.
+
+    As ``_mini_batches`` of openai/supervised-reptile (without replacement):
+    shuffle the task's ``num_rows`` examples, deal them out in minibatches, and
+    shuffle again whenever they run out, a minibatch spanning two passes when
+    ``batch_size`` does not divide ``num_rows``. Every task draws its own
+    shuffles, on the CPU and outside any vmap, from ``generator`` (``None``:
+    torch's global generator, which a training checkpoint saves), so every
+    strategy sees the same rows.
+    """
+    passes = -(-steps * batch_size // num_rows)  # ceiling division
+    orders = [torch.cat([torch.randperm(num_rows, generator=generator) for _ in range(passes)])[:steps * batch_size]
+              for _ in range(num_tasks)]
+    return torch.stack(orders).to(device)
+
+
+def lay_out_minibatches(support_x: torch.Tensor, support_y: torch.Tensor,
+                        inner: InnerLoop) -> tuple[torch.Tensor, torch.Tensor, InnerLoop]:
+    """Each task's support rows in the order its minibatches take them, and the inner loop that takes them so.
+
+    ``support_x``: ``[T, S, ...]``, ``support_y``: ``[T, S]``. With minibatches
+    (``inner.batch_size`` below S, ``inner.shuffle``): ``[T, steps · b, ...]``
+    and ``[T, steps · b]`` from :func:`task_minibatches` (drawn from
+    ``inner.generator``), with ``inner`` set to take them one after the other;
+    otherwise all three unchanged. The rows are copied, ``steps · b`` per task.
+    """
+    num_tasks, num_rows = support_y.shape[:2]
+    if inner.batch_size is None or inner.batch_size >= num_rows or not inner.shuffle:
+        return support_x, support_y, inner
+    rows = task_minibatches(num_tasks, num_rows, inner.batch_size, inner.steps, support_x.device, inner.generator)
+    return (torch.stack([x[r] for x, r in zip(support_x, rows)]), torch.stack([y[r] for y, r in zip(support_y, rows)]),
+            replace(inner, shuffle=False))
 
 
 # ── Every task of a meta-batch: a Python loop or torch.func.vmap ──────────────
@@ -431,14 +482,16 @@ def adapt(
     rates = {} if lrs is None else {name: a.detach() for name, a in lrs.items()}
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(strategy, support_x.device, stacks=True)
+    # Minibatches: each task's support set shuffled on its own, as Reptile's reference code tests.
+    tune_x, tune_y, tuning = lay_out_minibatches(support_x, support_y, inner)
     # No outer derivative here, so the steps need no graph of their own gradients.
-    network, steps_only = stacked_network(strategy, model, replace(inner, first_order=True))
+    network, steps_only = stacked_network(strategy, model, replace(tuning, first_order=True))
     differentiate = DIFFERENTIATE[strategy]
     with torch.no_grad():  # the inner steps still differentiate; nothing else is recorded
         outputs = over_tasks(
             lambda *args: adapt_task(network, steps_only, differentiate, *args),
             (params, rates),
-            (support_x, support_y, query_x),
+            (tune_x, tune_y, support_x, query_x),
             strategy,
         )
     loss, accuracy = query_metrics(outputs, query_y, inner.loss)

@@ -17,8 +17,9 @@ mini-ImageNet experiments, Adam with β1 = 0 on minibatches
 (``InnerLoop(optimizer="adam", batch_size=...)``). As in the authors' code
 (openai/supervised-reptile, ``_mini_batches``), each task's support set is
 shuffled on its own for its minibatches, a new shuffle for every pass over
-it (:func:`task_minibatches`), so the k-th minibatch of two tasks has
-different label counts. As in the authors' code too, training keeps the inner
+it (:func:`~metabook_learn.inner_loop.task_minibatches`), so the k-th
+minibatch of two tasks has different label counts; at test time too, where
+the shuffles come from a generator of the evaluation's own. As in the authors' code too, training keeps the inner
 Adam's second moments from one task to the next (only the weights go back to
 φ): :func:`reptile_direction` with ``moments``, which the training loop carries
 and checkpoints (``Method.carried_state``). A full-scale run that restarted them
@@ -44,9 +45,11 @@ from metabook_learn.inner_loop import (
     Params,
     adapt,
     fine_tune,
+    lay_out_minibatches,
     over_tasks,
     resolve_strategy,
     stacked_network,
+    task_minibatches,
 )
 from metabook_learn.maml import build_maml_network
 from metabook_learn.methods import Method, Preset, Step, inner_loop, register
@@ -62,23 +65,6 @@ class ReptileStep:
 
     direction: Params
     strategy: str
-
-
-def task_minibatches(num_tasks: int, num_rows: int, batch_size: int, steps: int, device=None) -> torch.Tensor:
-    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order: ``[num_tasks, steps · batch_size]``.
-
-    As ``_mini_batches`` of openai/supervised-reptile (without replacement):
-    shuffle the task's ``num_rows`` examples, deal them out in minibatches, and
-    shuffle again whenever they run out, a minibatch spanning two passes when
-    ``batch_size`` does not divide ``num_rows``. Every task draws its own
-    shuffles from torch's global generator on the CPU, outside any vmap, so
-    every strategy sees the same rows and a checkpoint (which saves that
-    generator) resumes them exactly.
-    """
-    passes = -(-steps * batch_size // num_rows)  # ceiling division
-    orders = [torch.cat([torch.randperm(num_rows) for _ in range(passes)])[:steps * batch_size]
-              for _ in range(num_tasks)]
-    return torch.stack(orders).to(device)
 
 
 def task_weights(
@@ -125,14 +111,8 @@ def reptile_direction(
         raise ValueError(f"moments are the inner Adam's, but the inner optimizer is {inner.optimizer!r}: "
                          f"pass moments=None, or InnerLoop(optimizer='adam')")
     strategy = "loop" if moments is not None else resolve_strategy(strategy, tasks.support_x.device, stacks=True)
-    support_x, support_y = tasks.support_x, tasks.support_y
-    num_tasks, num_rows = support_y.shape[:2]
-    if inner.batch_size is not None and inner.batch_size < num_rows:
-        # Lay each task's minibatches out one after the other; the inner loop then takes them in order.
-        rows = task_minibatches(num_tasks, num_rows, inner.batch_size, inner.steps, support_x.device)
-        support_x = torch.stack([x[r] for x, r in zip(support_x, rows)])
-        support_y = torch.stack([y[r] for y, r in zip(support_y, rows)])
-        inner = replace(inner, shuffle=False)
+    # Each task's minibatches laid out one after the other (its own shuffles); the inner loop takes them in order.
+    support_x, support_y, inner = lay_out_minibatches(tasks.support_x, tasks.support_y, inner)
     # No derivative flows through Reptile's inner steps: they are first order by definition.
     network, sgd_steps = stacked_network(strategy, model, replace(inner, first_order=True))
     differentiate = DIFFERENTIATE[strategy]

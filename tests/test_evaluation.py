@@ -148,3 +148,21 @@ def test_paired_differences_remove_the_tasks_difficulty():
     assert over_seeds(a.mean(1)).mean - over_seeds(b.mean(1)).mean == pytest.approx(paired.mean)
     with pytest.raises(ValueError, match="same shape"):
         paired_difference(a, b[:2])
+
+
+def test_test_time_minibatch_shuffles_come_from_the_evaluations_own_generator():
+    """Reptile's test: each task's support set shuffled for its minibatches, the same however the global
+    generator stands, which evaluation neither reads nor advances."""
+    model, data = tiny_convnet(), tiny_images()
+    inner = InnerLoop(steps=3, lr=0.1, optimizer="adam", batch_size=2)  # 2-shot: 6 support rows, minibatches of 2
+    torch.manual_seed(0)
+    first = evaluate(model, NWayKShotSampler(data, WAYS, 2, 2, seed=1), inner, num_tasks=8, tasks_per_batch=4)
+    state = torch.get_rng_state()
+    second = evaluate(model, NWayKShotSampler(data, WAYS, 2, 2, seed=1), inner, num_tasks=8, tasks_per_batch=4)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first.per_task, second.per_task)
+    # The shuffles matter: another generator seed deals other minibatches and scores differently.
+    other = evaluate(model, NWayKShotSampler(data, WAYS, 2, 2, seed=1),
+                     InnerLoop(steps=3, lr=0.1, optimizer="adam", batch_size=2,
+                               generator=torch.Generator().manual_seed(1)), num_tasks=8, tasks_per_batch=4)
+    assert first.query_loss != other.query_loss

@@ -238,3 +238,24 @@ def test_adam_inner_loop_matches_torch_adam_with_beta1_zero_on_minibatches():
     # Three steps make an epoch: every row once, then a new order.
     assert sorted(torch.cat(seen[:3]).tolist()) == list(range(12))
     assert not torch.equal(seen[0], seen[3])
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "stacked"])
+def test_test_time_minibatches_shuffle_each_tasks_support_set_on_its_own(strategy):
+    """adapt with minibatches: task t fine-tunes on the rows task_minibatches deals it from inner.generator (as
+    openai/supervised-reptile tests), and the query set is normalized with the support set as drawn."""
+    from metabook_learn.inner_loop import task_minibatches
+
+    model, tasks = tiny_convnet(), random_tasks(3, shots=4)  # 12 support rows per task
+    params = parameters_of(model)
+    inner = InnerLoop(steps=4, lr=0.01, optimizer="adam", batch_size=5, query_bn="per-query",
+                      generator=torch.Generator().manual_seed(3))
+    outputs = adapt(model, params, tasks, inner, strategy=strategy).query_outputs
+    rows = task_minibatches(3, 12, 5, 4, generator=torch.Generator().manual_seed(3))
+    assert len({tuple(r[:5].tolist()) for r in rows}) == 3, "every task draws its own order"
+    for t in range(3):
+        one_by_one = InnerLoop(steps=4, lr=0.01, optimizer="adam", batch_size=5, shuffle=False)
+        fast = fine_tune(model, params, tasks.support_x[t][rows[t]], tasks.support_y[t][rows[t]], one_by_one,
+                         differentiate=autograd_gradient)
+        expected = predict(model, fast, tasks.support_x[t], tasks.query_x[t], "per-query")
+        torch.testing.assert_close(outputs[t], expected, rtol=1e-5, atol=1e-6)
