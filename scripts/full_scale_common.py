@@ -211,13 +211,20 @@ def test_record(evaluation, split: str, seed: int, ways: int, shots: int, querie
             "per_task": [round(float(score), 6) for score in evaluation.per_task]}
 
 
+SCORED_AGAIN = ("scored again from the finished checkpoint, nothing trained: 'provenance' and "
+                "'training_wall_time_s' are the training's, this block the scoring's")
+
+
 def run_record(trained: TrainResult, config: TrainConfig, checkpoint: Path, evaluation_began: float,
-               **fields) -> dict:
+               previous: dict | None = None, **fields) -> dict:
     """A run's entry in the results file: its own ``fields`` (``test``, ``paper``, ...), then what every run records.
 
-    ``evaluation_began``: ``time.perf_counter()`` when scoring began.
+    ``evaluation_began``: ``time.perf_counter()`` when scoring began. ``previous``: the run's entry already in the
+    results file. A finished run only scored again (its checkpoint loaded, no step trained) keeps the training's
+    ``provenance`` from it and records this scoring's in ``scored_again``, so a re-scored row never claims that the
+    machine and commit that scored it trained it.
     """
-    return {
+    record = {
         **fields,
         # The learning curve's validation points, with training time: the results page plots them.
         "curve": [asdict(point) for point in trained.curve if point.validation is not None],
@@ -227,6 +234,12 @@ def run_record(trained: TrainResult, config: TrainConfig, checkpoint: Path, eval
         "config": asdict(config),
         "provenance": provenance(config.device),
     }
+    scored_only = trained.resumed_from is not None and trained.resumed_from == trained.steps_done
+    if scored_only and previous and "provenance" in previous:
+        record["scored_again"] = {"note": SCORED_AGAIN, "provenance": record["provenance"],
+                                  "evaluation_wall_time_s": record["evaluation_wall_time_s"]}
+        record["provenance"] = previous["provenance"]
+    return record
 
 
 # ── The summary ──────────────────────────────────────────────────────────────

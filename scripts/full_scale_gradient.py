@@ -172,7 +172,8 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
                        device=str(device), bf16=args.bf16, **values)
 
 
-def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
+def do_run(run: Run, args, device: torch.device, splits: dict, previous: dict | None = None) -> dict:
+    """Train ``run`` (or load it, finished) and score it; ``previous``: its entry in the results file, if any."""
     trained_as = next(r for r in RUNS if r.name == run.trained_as) if run.trained_as else run
     train_config = run_config(trained_as, args, device)
     seed_everything(train_config.seed)
@@ -207,7 +208,7 @@ def do_run(run: Run, args, device: torch.device, splits: dict) -> dict:
         print(f"{run.name}, per-query batch norm: {evaluation}; paper {run.paper_per_query}", flush=True)
     print(f"{run.name}: {test}; inductive {inductive}; paper {run.paper}; trained in {trained.wall_time_s / 60:.1f} min",
           flush=True)
-    record = run_record(trained, config, checkpoint, began,
+    record = run_record(trained, config, checkpoint, began, previous,
                         algorithm=run.algorithm, setting=f"Omniglot {run.ways}-way {run.shots}-shot", paper=run.paper,
                         test=test_entry, test_inductive=inductive_entry, inductive=INDUCTIVE, **per_query,
                         batch_norm=batch_norm_mode(model, config.query_bn),
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     results = open_results(args, SCRIPT, target=TARGET)
     for run in RUNS:
         if run.name in args.runs:
-            results["runs"][run.name] = do_run(run, args, device, splits)
+            results["runs"][run.name] = do_run(run, args, device, splits, results["runs"].get(run.name))
             if TARGET["run"] in results["runs"]:
                 results["meets_target"] = meets_target(results["runs"][TARGET["run"]])
             save(results, args.output)

@@ -114,7 +114,8 @@ def held_out_score(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             "num_examples": len(labels), "query_bn": "none"}  # DigitConvNet has no normalization layer
 
 
-def do_run(name: str, angle: int, seed: int, data, settings: dict, args, device: torch.device) -> dict:
+def do_run(name: str, angle: int, seed: int, data, settings: dict, args, device: torch.device,
+           previous: dict | None = None) -> dict:
     config = run_config(name, seed, settings, device)
     sources = [d for d, a in enumerate(data.angles) if a != angle]
     sampler = DomainBatchSampler(data.images, data.labels, data.domains, sources, settings["batch_size"],
@@ -128,7 +129,7 @@ def do_run(name: str, angle: int, seed: int, data, settings: dict, args, device:
     test = held_out_score(model, *data.domain(angle))
     print(f"{name:<8} held out {angle:>2}°  seed {seed}: accuracy {100 * test['mean']:.2f}%  "
           f"({trained.wall_time_s / 60:.1f} min)", flush=True)
-    return run_record(trained, config, checkpoint, began, algorithm=name, held_out=angle, seed=seed, test=test,
+    return run_record(trained, config, checkpoint, began, previous, algorithm=name, held_out=angle, seed=seed, test=test,
                       paper=PAPER, final_curve_point=asdict(trained.curve[-1]))
 
 
@@ -220,7 +221,8 @@ def main(argv=None) -> int:
                     # scored in --output, its checkpoint not kept (600 KB each): kept as recorded, not trained again
                     print(f"{key}: kept from {args.output}", flush=True)
                     continue
-                results["runs"][key] = do_run(name, angle, seed, data, settings, args, device)
+                results["runs"][key] = do_run(name, angle, seed, data, settings, args, device,
+                                              results["runs"].get(key))
                 results["summary"] = summarize(results)
                 save(results, args.output)
 

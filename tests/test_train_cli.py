@@ -319,6 +319,16 @@ def test_reptiles_5_shot_row_scores_the_1_shot_network_in_both_of_its_papers_pro
         assert run["test_per_query"]["query_bn"] == "per-query" and run["paper_per_query"].startswith(paper)
         assert run["test_per_query"]["per_task"] != run["test_inductive"]["per_task"] or run["test"]["num_tasks"] < 20
 
+    # Scored again from the finished checkpoint: the same scores, the training's provenance kept, the scoring's beside.
+    trained_by = {**one["provenance"], "device_name": "the machine that trained it"}
+    output.write_text(json.dumps({**json.loads(output.read_text()),
+                                  "runs": {**runs, "reptile-5way-1shot": {**one, "provenance": trained_by}}}))
+    assert script.main([*common, "--runs", "reptile-5way-1shot"]) == 0
+    again = json.loads(output.read_text())["runs"]["reptile-5way-1shot"]
+    assert again["provenance"] == trained_by and again["test"]["per_task"] == one["test"]["per_task"]
+    assert again["scored_again"]["provenance"]["device_name"] == one["provenance"]["device_name"]
+    assert "scored_again" not in one
+
 
 def test_each_full_scale_gradient_run_records_its_own_deviations(load_script):
     script = load_script("full_scale_gradient")
