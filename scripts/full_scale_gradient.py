@@ -173,7 +173,8 @@ def run_config(run: Run, args, device: torch.device) -> TrainConfig:
 
 
 def do_run(run: Run, args, device: torch.device, splits: dict, previous: dict | None = None) -> dict:
-    """Train ``run`` (or load it, finished) and score it; ``previous``: its entry in the results file, if any."""
+    """Train ``run`` (or load it, finished) and score it. ``previous``: the results file's entry of the run that
+    trained its network, if any (whose provenance a finished run scored again keeps)."""
     trained_as = next(r for r in RUNS if r.name == run.trained_as) if run.trained_as else run
     train_config = run_config(trained_as, args, device)
     seed_everything(train_config.seed)
@@ -231,7 +232,9 @@ def main(argv=None) -> int:
     results = open_results(args, SCRIPT, target=TARGET)
     for run in RUNS:
         if run.name in args.runs:
-            results["runs"][run.name] = do_run(run, args, device, splits, results["runs"].get(run.name))
+            # The record of the run that trained the network: this one, or the one it scores (trained_as).
+            trained = results["runs"].get(run.trained_as or run.name)
+            results["runs"][run.name] = do_run(run, args, device, splits, trained)
             if TARGET["run"] in results["runs"]:
                 results["meets_target"] = meets_target(results["runs"][TARGET["run"]])
             save(results, args.output)

@@ -328,6 +328,9 @@ def test_reptiles_5_shot_row_scores_the_1_shot_network_in_both_of_its_papers_pro
     assert again["provenance"] == trained_by and again["test"]["per_task"] == one["test"]["per_task"]
     assert again["scored_again"]["provenance"]["device_name"] == one["provenance"]["device_name"]
     assert "scored_again" not in one
+    # The 5-shot row's training is the 1-shot run's: scored again, it takes that run's provenance.
+    assert script.main([*common, "--runs", "reptile-5way-5shot"]) == 0
+    assert json.loads(output.read_text())["runs"]["reptile-5way-5shot"]["provenance"] == trained_by
 
 
 def test_each_full_scale_gradient_run_records_its_own_deviations(load_script):
