@@ -43,11 +43,12 @@ lane_a() {
 
 lane_b() {
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
-    # MLDG: the rest of the table, three seeds each (about an hour per held-out angle). The runs already in
-    # results/mldg.json are kept (0° complete; 60° and 75° in part); the others train (the two stopped at the end
-    # of the 2026-12-06 session had run 1 and 2 minutes, so their checkpoints were not committed).
+    # MLDG: the rest of the table, three seeds each. The runs already in results/mldg.json are kept (ERM and MLDG
+    # complete but for 30°'s MLDG seeds 1 and 2; first-order MLDG at 0°, and 60° and 75° in part); the others
+    # train, mldg-30-seed1 and mldg-fo-60-seed2 resuming from their committed checkpoints (results/checkpoints/,
+    # made on an AMD EPYC: resume them on the same kind of CPU for a run identical to an uninterrupted one).
     cp -n results/mldg.json runs/out/mldg-b.json
-    $PY scripts/full_scale_mldg.py --held-out 15 30 45 60 75 --seeds 3 "${COMMON[@]}" --output runs/out/mldg-b.json
+    $PY scripts/full_scale_mldg.py --held-out 30 60 75 15 45 --seeds 3 "${COMMON[@]}" --output runs/out/mldg-b.json
 }
 
 if [ "${1:-}" = status ]; then

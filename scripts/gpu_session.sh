@@ -50,7 +50,7 @@ MAX_TRAVEL_BYTES=$((64 * 1024 * 1024))
 # full_scale_gradient.py's runs, MAML 5-way 1-shot first (the headline target); tests/test_gpu_session.py
 # checks that these are all of the script's runs.
 GRADIENT_FIRST="maml-5way-1shot"
-GRADIENT_REST="maml-5way-1shot-alpha0.4 maml-20way-1shot fomaml-5way-1shot fomaml-5way-1shot-alpha0.4 reptile-5way-1shot anil-5way-1shot metasgd-5way-1shot"
+GRADIENT_REST="maml-5way-1shot-alpha0.4 maml-20way-1shot fomaml-5way-1shot fomaml-5way-1shot-alpha0.4 reptile-5way-1shot reptile-5way-5shot anil-5way-1shot metasgd-5way-1shot"
 # full_scale_closed_form.py's Omniglot runs (CIFAR-FS needs CIFAR-100, which the device does not have);
 # checked by the same test.
 CLOSED_FORM_OMNIGLOT="r2d2-omniglot-5way-1shot r2d2-omniglot-5way-5shot r2d2-omniglot-20way-1shot lrd2-omniglot-5way-1shot"
