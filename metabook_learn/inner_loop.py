@@ -340,7 +340,8 @@ def adapt_task(
 
 def task_minibatches(num_tasks: int, num_rows: int, batch_size: int, steps: int, device=None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order: ``[num_tasks, steps · batch_size]``.
+    """Each task's support rows for ``steps`` minibatches of ``batch_size``, in order:
+    ``[num_tasks, steps · batch_size]``.
 
     As ``_mini_batches`` of openai/supervised-reptile (without replacement):
     shuffle the task's ``num_rows`` examples, deal them out in minibatches, and

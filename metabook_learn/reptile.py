@@ -186,7 +186,8 @@ _SOURCE = ("Reptile (Nichol et al., 2018), App. A / the commands of openai/super
            "their other mode (each query classified batched with the support set)")
 # The mini-ImageNet values, which CIFAR-FS borrows (the paper has no CIFAR-FS experiment).
 _MINI_IMAGENET = dict(train_shots=15, queries=1, inner_optimizer="adam", inner_lr=1e-3, inner_steps=8,
-                      inner_batch_size=10, eval_inner_steps=50, eval_inner_batch_size=5, meta_batch=5, outer_step_size=1.0,
+                      inner_batch_size=10, eval_inner_steps=50, eval_inner_batch_size=5, meta_batch=5,
+                      outer_step_size=1.0,
                       outer_step_size_final=0.0, steps=100_000)
 PRESETS = {
     ("omniglot", "5-way"): Preset(
@@ -208,6 +209,7 @@ PRESETS = {
         "are one epoch of minibatches of 10 of the 50 points, here 5 full-batch steps, and MAML's 1-40-40-1 ReLU "
         "network and sine waves (phase in [0, pi]) replace its 1-64-64-1 tanh network (phase in [0, 2 pi])"),
 }
+
 
 def adjust_preset(values: dict, data: str, ways: int, shots: int, train_shots: int | None) -> dict:
     """The test-time minibatch for ``shots``: their mini-ImageNet 5-shot command tests on minibatches of 15

@@ -86,7 +86,8 @@ def paper_defaults(algorithm: str, data: str, ways: int, shots: int,
 
 # Options whose default comes from PRESETS (argparse default None = "not given").
 _PRESET_OPTIONS = ("shots", "train_shots", "train_ways", "queries", "meta_batch", "inner_steps", "inner_lr",
-                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "eval_inner_batch_size", "meta_lr", "meta_lr_halving_every",
+                   "inner_optimizer", "inner_batch_size", "eval_inner_steps", "eval_inner_batch_size", "meta_lr",
+                   "meta_lr_halving_every",
                    "clip_grad_norm",
                    "steps", "outer_step_size", "outer_step_size_final")
 
@@ -313,7 +314,8 @@ def _run_evaluate(args) -> int:
         raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only "
                         f"{', '.join(method_names(any_ways=True))} are tested at another number of ways)")
     overrides = {"device": args.device, "query_bn": args.query_bn, "eval_inner_steps": args.inner_steps,
-                 "eval_inner_batch_size": args.inner_batch_size, "queries": args.queries, "shots": args.shots, "ways": args.ways}
+                 "eval_inner_batch_size": args.inner_batch_size, "queries": args.queries, "shots": args.shots,
+                 "ways": args.ways}
     config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
     device = _device(config)
     model = _build_trained_network(config, state, checkpoint)

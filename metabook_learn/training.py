@@ -76,8 +76,8 @@ from metabook_learn.errors import UserError
 from metabook_learn.data.sinusoid import SinusoidSampler  # re-exported: train() accepts it like any sampler
 from metabook_learn.episodic import is_episodic
 from metabook_learn.evaluation import evaluate
-from metabook_learn.inner_loop import (INNER_LOOP_QUERY_BN_MODES, INNER_OPTIMIZERS, STRATEGIES, InnerLoop, Params, parameters_of,
-                                 set_gradients)
+from metabook_learn.inner_loop import (INNER_LOOP_QUERY_BN_MODES, INNER_OPTIMIZERS, STRATEGIES, InnerLoop, Params,
+                                       parameters_of, set_gradients)
 from metabook_learn.maml import init_learning_rates
 from metabook_learn.methods import DEFAULT_ALGORITHM, LOSSES, inner_loop
 from metabook_learn.methods import get as get_method

@@ -185,7 +185,8 @@ def do_run(run: Run, args, device: torch.device, splits: dict, previous: dict | 
                                    train_config.seed + 1)
     checkpoint = args.checkpoints / f"{trained_as.name}.pt"
     if run.trained_as and not checkpoint.exists():
-        raise SystemExit(f"{run.name} scores {run.trained_as}'s network: train that run first (--runs {run.trained_as})")
+        raise SystemExit(f"{run.name} scores {run.trained_as}'s network: train that run first "
+                         f"(--runs {run.trained_as})")
     trained = train_run(trained_as.name, train_config, model, train_sampler, val_sampler, checkpoint, args)
 
     began = time.perf_counter()

@@ -129,8 +129,8 @@ def do_run(name: str, angle: int, seed: int, data, settings: dict, args, device:
     test = held_out_score(model, *data.domain(angle))
     print(f"{name:<8} held out {angle:>2}°  seed {seed}: accuracy {100 * test['mean']:.2f}%  "
           f"({trained.wall_time_s / 60:.1f} min)", flush=True)
-    return run_record(trained, config, checkpoint, began, previous, algorithm=name, held_out=angle, seed=seed, test=test,
-                      paper=PAPER, final_curve_point=asdict(trained.curve[-1]))
+    return run_record(trained, config, checkpoint, began, previous, algorithm=name, held_out=angle, seed=seed,
+                      test=test, paper=PAPER, final_curve_point=asdict(trained.curve[-1]))
 
 
 def spread(values: list[float]) -> dict:
