@@ -22,8 +22,9 @@ r2d2-cifar-fs-5way-5shot  30,000     the same
 The Omniglot runs take the budget of the book's full-scale MAML and ANIL runs
 (``results/gradient_based.json``: 6,000 meta-steps of 32 tasks), so that the
 heads compare at one budget, and run under bfloat16 autocast with
-channels-last convolutions, the CPU fast path: an R2-D2 step takes 0.39x the
-float32 time in ``benchmarks/results/cpu_fast_path.txt``, which also gives
+channels-last convolutions, the CPU fast path: an R2-D2 step takes 0.38x the
+float32 time in ``benchmarks/results/cpu_fast_path.txt`` (an AMD EPYC; 0.39x
+on the Intel Xeon of ``cpu_fast_path_intel_xeon_amx.txt``), which also gives
 its error; with the same path a ProtoNets run matched its float32 twin's
 accuracy (``results/protonets.json``). The ridge and Newton solves stay
 float32 (``metabook_learn.r2d2``), and so do the stored weights, the
