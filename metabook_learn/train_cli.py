@@ -306,9 +306,6 @@ def _run_evaluate(args) -> int:
     if episodic and (args.inner_steps is not None or args.inner_batch_size is not None):
         raise UserError(f"{trained.algorithm} solves each task in one forward pass, with no fine-tuning steps: "
                         "drop --inner-steps and --inner-batch-size")
-    if episodic and args.query_bn == "per-query":
-        raise UserError(f"{trained.algorithm} embeds a whole episode in one forward pass: --query-bn per-query "
-                        "belongs to the inner-loop methods; use transductive or inductive")
     if args.ways is not None and args.ways != trained.ways and not method.any_ways:
         what = "has no classes" if trained.dataset == "sinusoid" else f"has a {trained.ways}-output head"
         raise UserError(f"this {trained.algorithm} network {what}: drop --ways (only "
@@ -316,7 +313,10 @@ def _run_evaluate(args) -> int:
     overrides = {"device": args.device, "query_bn": args.query_bn, "eval_inner_steps": args.inner_steps,
                  "eval_inner_batch_size": args.inner_batch_size, "queries": args.queries, "shots": args.shots,
                  "ways": args.ways}
-    config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
+    try:  # the method's own check (TrainConfig.__post_init__) refuses what it cannot score: ProtoNets per-query
+        config = replace(trained, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise UserError(str(error)) from None
     device = _device(config)
     model = _build_trained_network(config, state, checkpoint)
     model.to(device)

@@ -192,6 +192,8 @@ def test_every_episodic_classifier_trains_at_more_ways_and_is_validated_and_test
     assert evaluation["query_bn"] == "inductive" and "batch norm: inductive" in out
     code, _, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--inner-steps", 3, *folders)
     assert_one_line_error(code, err, f"{algorithm} solves each task in one forward pass")
+    code, _, err = run(capsys, "evaluate", "--checkpoint", checkpoint, "--query-bn", "per-query", *folders)
+    assert_one_line_error(code, err, f"{algorithm} embeds a whole episode in one forward pass: query_bn must be one of")
 
 
 def test_train_ways_need_an_episodic_classifier_built_for_them():
