@@ -41,7 +41,6 @@ is passed in.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -106,17 +105,16 @@ class InnerLoop:
     al., 2018, Appendix A). ``batch_size``: each step uses this many support
     examples instead of all of them (Reptile's "inner batch size"); ``None``:
     the whole support set. ``shuffle``: with ``batch_size``, ``True``
-    shuffles the support set for the minibatches. :func:`adapt` (every
-    evaluation) and Reptile's training shuffle each task's support set on its
-    own, as the authors' code does (:func:`lay_out_minibatches`); a single
-    call of :func:`fine_tune` takes it in a random order seeded by the epoch,
-    an epoch every ``S / batch_size`` steps, the same for every task.
-    ``False`` takes consecutive minibatches of the support set as it is given
-    (wrapping around). ``generator``: the ``torch.Generator`` (on the CPU) that
-    each task's shuffles are drawn from; ``None``: torch's global one (as in
-    training, whose checkpoints save it). :func:`metabook_learn.evaluation.evaluate`
-    gives every evaluation its own, seeded, so a score does not depend on what
-    ran before it.
+    shuffles each task's support set on its own for the minibatches, as
+    Reptile's reference code does: :func:`lay_out_minibatches` lays the rows
+    out before the tasks run (in :func:`adapt`, every evaluation, and in
+    MAML's, ProtoMAML's and Reptile's training steps). ``False`` takes
+    consecutive minibatches of the support set as it is given (wrapping
+    around), which is all :func:`fine_tune` itself ever does. ``generator``:
+    the ``torch.Generator`` (on the CPU) that each task's shuffles are drawn
+    from; ``None``: torch's global one (as in training, whose checkpoints save
+    it). :func:`metabook_learn.evaluation.evaluate` gives every evaluation its
+    own, seeded, so a score does not depend on what ran before it.
     """
 
     steps: int = 1
@@ -227,6 +225,10 @@ def fine_tune(
     its reference code trains; one task at a time, never under vmap).
     Returns θ' under the same names; parameters that do not adapt (ANIL's
     body) are θ's own tensors.
+
+    With ``inner.batch_size`` b, step i takes rows i·b, ..., i·b + b − 1 of
+    ``support_x`` (modulo S), in the order given: shuffled minibatches are
+    laid out by the caller (:func:`lay_out_minibatches`), outside any vmap.
     """
     names = [name for name in params if inner.adapts(name)]
     rates = {name: (lrs or {}).get(name, inner.lr) for name in names}
@@ -236,7 +238,7 @@ def fine_tune(
                       else {name: moments.second[name] for name in names})
     steps_before = 0 if moments is None else moments.steps
     for step in range(inner.steps):
-        rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device, inner.shuffle)
+        rows = minibatch_rows(support_x.shape[0], inner.batch_size, step, support_x.device)
         batch_x, batch_y = (support_x, support_y) if rows is None else (support_x[rows], support_y[rows])
 
         def support_loss(adapted: Params):
@@ -264,26 +266,18 @@ def fine_tune(
     return fast
 
 
-def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device,
-                   shuffle: bool = True) -> torch.Tensor | None:
+def minibatch_rows(num_rows: int, batch_size: int | None, step: int, device) -> torch.Tensor | None:
     """The support rows inner step ``step`` uses: ``[batch_size]`` indices, or ``None`` for all rows.
 
-    ``shuffle=True``: epoch e = step // (num_rows // batch_size) visits the
-    rows in the order of a random permutation seeded by e, one minibatch after
-    the other. The order depends only on the step, never on the data, so it is
-    the same for every task and every strategy. It is drawn with Python's
-    ``random``, not torch's: under ``vmap(randomness="different")`` torch's
-    random functions draw anew for every task even with a seeded generator.
-    ``shuffle=False``: rows ``step·b, ..., step·b + b − 1`` modulo ``num_rows``.
+    Rows ``step·b, ..., step·b + b − 1`` modulo ``num_rows``: consecutive
+    minibatches of the rows as given. The order depends only on the step,
+    never on the data or on a random draw, so it is the same under every
+    strategy (under ``vmap(randomness="different")`` torch's random functions
+    would draw anew for every task even with a seeded generator).
     """
     if batch_size is None or batch_size >= num_rows:
         return None
-    if not shuffle:
-        return torch.arange(step * batch_size, (step + 1) * batch_size, device=device) % num_rows
-    per_epoch = num_rows // batch_size
-    epoch, position = divmod(step, per_epoch)
-    order = random.Random(epoch).sample(range(num_rows), num_rows)
-    return torch.tensor(order[position * batch_size:(position + 1) * batch_size], device=device)
+    return torch.arange(step * batch_size, (step + 1) * batch_size, device=device) % num_rows
 
 
 def predict(
@@ -366,6 +360,10 @@ def lay_out_minibatches(support_x: torch.Tensor, support_y: torch.Tensor,
     and ``[T, steps · b]`` from :func:`task_minibatches` (drawn from
     ``inner.generator``), with ``inner`` set to take them one after the other;
     otherwise all three unchanged. The rows are copied, ``steps · b`` per task.
+    Every caller that fine-tunes a batch of tasks with minibatches lays them
+    out here: :func:`adapt`, :func:`metabook_learn.maml.meta_gradient`,
+    :func:`metabook_learn.reptile.reptile_direction` and ProtoMAML's step and
+    evaluation.
     """
     num_tasks, num_rows = support_y.shape[:2]
     if inner.batch_size is None or inner.batch_size >= num_rows or not inner.shuffle:

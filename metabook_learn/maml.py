@@ -54,6 +54,7 @@ from metabook_learn.inner_loop import (
     Params,
     adapt,
     fine_tune,
+    lay_out_minibatches,
     over_tasks,
     predict,
     query_metrics,
@@ -104,14 +105,19 @@ def task_meta_gradient(
     differentiate: Callable,
     params: Params,
     lrs: Params,
+    tune_x: torch.Tensor,
+    tune_y: torch.Tensor,
     support_x: torch.Tensor,
-    support_y: torch.Tensor,
     query_x: torch.Tensor,
     query_y: torch.Tensor,
 ):
     """∇ of one task's query loss after adaptation, w.r.t. θ and Meta-SGD's α.
 
-    One task: ``support_x [S, ...]``, ``support_y [S]``, ``query_x [Q, ...]``,
+    One task: ``tune_x [S', ...]``, ``tune_y [S']``: the support rows the
+    inner steps take, in order (the support set itself, or its minibatches
+    laid out by :func:`~metabook_learn.inner_loop.lay_out_minibatches`);
+    ``support_x [S, ...]``: the support set as drawn, which the inductive and
+    per-query batch-norm modes normalize with; ``query_x [Q, ...]``,
     ``query_y [Q]``. ``lrs``: α by name, ``{}`` for a fixed ``inner.lr``.
     ``differentiate``: :func:`~metabook_learn.inner_loop.func_gradient` or
     :func:`~metabook_learn.inner_loop.autograd_gradient`.
@@ -120,7 +126,7 @@ def task_meta_gradient(
 
     def query_loss(meta: tuple[Params, Params]):
         params, lrs = meta
-        adapted = fine_tune(model, params, support_x, support_y, inner, lrs, differentiate)
+        adapted = fine_tune(model, params, tune_x, tune_y, inner, lrs, differentiate)  # θ' = θ − α∇L_support(θ)
         outputs = predict(model, adapted, support_x, query_x, inner.query_bn)
         return inner.loss(outputs, query_y), outputs.detach()
 
@@ -154,12 +160,14 @@ def meta_gradient(
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(strategy, support_x.device, stacks=True)
     differentiate = DIFFERENTIATE[strategy]
-    network, task_inner = stacked_network(strategy, model, inner)
+    # Minibatches (an inner batch size below S): each task's support set shuffled on its own, before vmap.
+    tune_x, tune_y, tuning = lay_out_minibatches(support_x, support_y, inner)
+    network, task_inner = stacked_network(strategy, model, tuning)
     # Each task's gradient is taken inside vmap, never grad of vmap's mean: see the module docstring.
     grads, lr_grads, _, outputs = over_tasks(
         lambda *args: task_meta_gradient(network, task_inner, differentiate, *args),
         (params, rates),
-        (support_x, support_y, query_x, query_y),
+        (tune_x, tune_y, support_x, query_x, query_y),
         strategy,
     )
     loss, accuracy = query_metrics(outputs, query_y, inner.loss)
@@ -197,7 +205,12 @@ def meta_gradient_reference(
     independently of :func:`~metabook_learn.inner_loop.fine_tune` and :func:`task_meta_gradient`, so that
     the tests and the benchmark can check those against it. Returns ∇θ (and
     Meta-SGD's ∇α under ``"lr." + name``) of the mean query loss over tasks.
+    It takes plain gradient steps on the whole support set, MAML's own inner loop.
     """
+    if inner.optimizer != "sgd" or inner.batch_size is not None:
+        raise ValueError(f"meta_gradient_reference takes plain gradient steps on the whole support set; got "
+                         f"optimizer={inner.optimizer!r}, batch_size={inner.batch_size}: use InnerLoop(optimizer='sgd', "
+                         "batch_size=None)")
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach().requires_grad_() for name, a in lrs.items()}
     names = [name for name in leaves if inner.adapts(name)]

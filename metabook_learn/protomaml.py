@@ -47,6 +47,7 @@ from metabook_learn.inner_loop import (
     InnerLoop,
     Params,
     fine_tune,
+    lay_out_minibatches,
     over_tasks,
     predict,
     query_metrics,
@@ -107,12 +108,16 @@ def with_prototype_head(model: ProtoMAMLNetwork, params: Params, support_x, supp
 
 
 def task_meta_gradient(model: ProtoMAMLNetwork, inner: InnerLoop, differentiate, params: Params,
-                       support_x, support_y, query_x, query_y):
-    """∇θ of one task's query loss after the inner steps from the prototype head; ``(∇θ, loss, outputs [Q, N])``."""
+                       tune_x, tune_y, support_x, support_y, query_x, query_y):
+    """∇θ of one task's query loss after the inner steps from the prototype head; ``(∇θ, loss, outputs [Q, N])``.
+
+    ``tune_x``, ``tune_y``: the rows the inner steps take (the support set, or its minibatches laid out by
+    :func:`~metabook_learn.inner_loop.lay_out_minibatches`); the prototypes come from the whole support set.
+    """
 
     def query_loss(params: Params):
         start = with_prototype_head(model, params, support_x, support_y)
-        adapted = fine_tune(model, start, support_x, support_y, inner, differentiate=differentiate)
+        adapted = fine_tune(model, start, tune_x, tune_y, inner, differentiate=differentiate)
         outputs = predict(model, adapted, support_x, query_x, inner.query_bn)
         return inner.loss(outputs, query_y), outputs.detach()
 
@@ -129,10 +134,11 @@ def protomaml_step(config, model: ProtoMAMLNetwork, params: Params, lrs: Params 
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(config.strategy, support_x.device)
     differentiate = DIFFERENTIATE[strategy]
+    tune_x, tune_y, inner = lay_out_minibatches(support_x, support_y, inner_loop(config))
     grads, _, outputs = over_tasks(
-        lambda *task: task_meta_gradient(model, inner_loop(config), differentiate, *task),
-        (params,), (support_x, support_y, query_x, query_y), strategy)
-    loss, accuracy = query_metrics(outputs, query_y, inner_loop(config).loss)
+        lambda *task: task_meta_gradient(model, inner, differentiate, *task),
+        (params,), (tune_x, tune_y, support_x, support_y, query_x, query_y), strategy)
+    loss, accuracy = query_metrics(outputs, query_y, inner.loss)
     return Step({name: g.mean(0) for name, g in grads.items()}, None, loss, accuracy)
 
 
@@ -143,15 +149,16 @@ def protomaml_outputs(model: ProtoMAMLNetwork, params: Params, tasks, inner: Inn
     support_x, support_y, query_x, query_y = task_tensors(tasks)
     strategy = resolve_strategy(strategy, support_x.device)
     differentiate = DIFFERENTIATE[strategy]
-    steps_only = replace(inner, first_order=True)  # nothing is differentiated through the steps here
+    tune_x, tune_y, tuning = lay_out_minibatches(support_x, support_y, inner)
+    steps_only = replace(tuning, first_order=True)  # nothing is differentiated through the steps here
 
-    def task_outputs(params, sx, sy, qx):
-        adapted = fine_tune(model, with_prototype_head(model, params, sx, sy), sx, sy, steps_only,
+    def task_outputs(params, tx, ty, sx, sy, qx):
+        adapted = fine_tune(model, with_prototype_head(model, params, sx, sy), tx, ty, steps_only,
                             differentiate=differentiate)
         return predict(model, adapted, sx, qx, inner.query_bn)
 
     with torch.no_grad():  # the inner steps still differentiate; nothing else is recorded
-        outputs = over_tasks(task_outputs, (params,), (support_x, support_y, query_x), strategy)
+        outputs = over_tasks(task_outputs, (params,), (tune_x, tune_y, support_x, support_y, query_x), strategy)
     loss, _ = query_metrics(outputs, query_y, inner.loss)
     return outputs, loss
 

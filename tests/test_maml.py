@@ -86,12 +86,37 @@ def test_meta_gradient_through_adam_minibatch_steps_is_finite_and_the_same_for_e
     and under vmap every task drew its own minibatch rows."""
     model, tasks = tiny_convnet(), random_tasks(3, shots=2)
     params = parameters_of(model)
-    inner = InnerLoop(steps=3, lr=0.01, optimizer="adam", batch_size=3)
-    results = {s: maml.meta_gradient(model, params, tasks, inner, strategy=s).params for s in ("loop", "vmap", "stacked")}
+
+    def inner():  # each strategy draws the same minibatches: a generator seeded alike
+        return InnerLoop(steps=3, lr=0.01, optimizer="adam", batch_size=3, generator=torch.Generator().manual_seed(1))
+
+    results = {s: maml.meta_gradient(model, params, tasks, inner(), strategy=s).params
+               for s in ("loop", "vmap", "stacked")}
     for strategy, grads in results.items():
         assert all(torch.isfinite(g).all() for g in grads.values()), strategy
         for name in params:
             torch.testing.assert_close(grads[name], results["loop"][name], rtol=1e-7, atol=1e-10)
+
+
+def test_meta_gradient_with_minibatches_shuffles_each_tasks_support_set_on_its_own():
+    """As at test time and in Reptile: task t's inner steps take the rows task_minibatches deals it, and the
+    query set is normalized with the support set as drawn (a per-task autograd loop over those rows)."""
+    from metabook_learn.inner_loop import autograd_gradient, fine_tune, predict, task_minibatches
+
+    model, tasks = tiny_convnet(), random_tasks(3, shots=4)  # 12 support rows per task
+    params = parameters_of(model)
+    inner = InnerLoop(steps=3, lr=0.1, batch_size=5, query_bn="inductive", generator=torch.Generator().manual_seed(4))
+    computed = maml.meta_gradient(model, params, tasks, inner, strategy="loop").params
+    rows = task_minibatches(3, 12, 5, 3, generator=torch.Generator().manual_seed(4))
+    assert len({tuple(r[:5].tolist()) for r in rows}) == 3, "every task draws its own order"
+    leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    one_by_one = InnerLoop(steps=3, lr=0.1, batch_size=5, shuffle=False)
+    for t in range(3):
+        fast = fine_tune(model, leaves, tasks.support_x[t][rows[t]], tasks.support_y[t][rows[t]], one_by_one,
+                         differentiate=autograd_gradient)
+        outputs = predict(model, fast, tasks.support_x[t], tasks.query_x[t], "inductive")
+        (F.cross_entropy(outputs, tasks.query_y[t]) / 3).backward()
+    assert_same_gradients(computed, {name: p.grad for name, p in leaves.items()})
 
 
 def test_outer_gradient_outside_vmap_is_wrong_with_batch_norm():

@@ -75,11 +75,12 @@ def test_the_head_starts_as_the_prototypical_classifier_in_closed_form(protomaml
         torch.testing.assert_close(F.softmax(head_logits, -1), F.softmax(distance_logits, -1))
 
 
-def reference_meta_gradient(model, tasks, inner: InnerLoop):
+def reference_meta_gradient(model, tasks, inner: InnerLoop, rows=None):
     """The textbook loop, written independently: per task, build the head from the prototypes, take the inner
     steps with create_graph, and backpropagate the mean query loss. As in the authors' code, the inner loop's
     variables are the body and the head, each its own: the inner gradient w.r.t. the body holds the head fixed
-    (here by differentiating w.r.t. a copy of the body that the head was not computed from)."""
+    (here by differentiating w.r.t. a copy of the body that the head was not computed from). ``rows``: each task's
+    support rows for its minibatches, ``[T, steps · inner.batch_size]``; ``None``: every step takes the whole set."""
     leaves = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
     num_tasks = tasks.support_x.shape[0]
     for t in range(num_tasks):
@@ -89,8 +90,9 @@ def reference_meta_gradient(model, tasks, inner: InnerLoop):
         centres = torch.stack([features[sy == k].mean(0) for k in range(WAYS)])
         fast = {n: p * 1.0 for n, p in leaves.items() if n.startswith("embedding.")}
         fast.update({"head.weight": 2 * centres, "head.bias": -(centres ** 2).sum(1)})
-        for _ in range(inner.steps):
-            loss = F.cross_entropy(torch.func.functional_call(model, fast, (sx,)), sy)
+        for i in range(inner.steps):
+            r = slice(None) if rows is None else rows[t][i * inner.batch_size:(i + 1) * inner.batch_size]
+            loss = F.cross_entropy(torch.func.functional_call(model, fast, (sx[r],)), sy[r])
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
             fast = {n: p - inner.lr * g for (n, p), g in zip(fast.items(), grads)}
         (F.cross_entropy(predict(model, fast, sx, qx, inner.query_bn), qy) / num_tasks).backward()
@@ -124,6 +126,23 @@ def test_the_meta_gradient_equals_the_textbook_loop_and_finite_differences(proto
     eps = 1e-6
     slope = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     torch.testing.assert_close(slope, norm2, rtol=1e-5, atol=0)
+
+
+def test_with_minibatches_each_tasks_support_set_is_shuffled_on_its_own_and_the_prototypes_see_all_of_it(protomaml):
+    method, module = protomaml
+    from metabook_learn.inner_loop import task_minibatches
+    from metabook_learn.training import TrainConfig
+
+    config = TrainConfig(algorithm="protomaml", ways=WAYS, shots=2, queries=3, inner_steps=3, inner_lr=0.3,
+                         inner_batch_size=4, strategy="vmap", device="cpu")
+    model, tasks = tiny_network(module), random_tasks(2)
+    torch.manual_seed(5)  # training draws the shuffles from torch's global generator
+    step = method.step(config, model, parameters_of(model), None, tasks)
+    rows = task_minibatches(2, 2 * WAYS, 4, 3, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(rows[0], rows[1])
+    expected = reference_meta_gradient(model, tasks, InnerLoop(steps=3, lr=0.3, batch_size=4), rows)
+    for name, grad in step.direction.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-9, atol=1e-12)
 
 
 def test_it_trains_and_evaluates_through_the_api(protomaml):
