@@ -86,14 +86,14 @@ PROTOCOL = ("train on five rotations, score the sixth as it is (no adaptation); 
 PAPER = ("none for this protocol (DomainBed's Rotated MNIST numbers, quoted in the chapter, come from other data, "
          "another network and tuning)")
 # How the setting differs from the papers' (the MLDG chapter, "Why these numbers differ from DomainBed's").
-DEVIATIONS = ("metabook's Rotated MNIST: the same 1,000 MNIST test digits in every domain, bilinear rotation (DomainBed: "
-              "about 11,700 different digits per domain, bicubic); DigitConvNet, two convolutions without normalization "
-              "(DomainBed: four, with group norm); Adam at 1e-3 (the MLDG authors: SGD with momentum); α = 0.5 on the "
-              "mean of the meta-train losses and β = 1 weighing one meta-test domain against that mean (the authors' "
-              "code: both on their sum, so their α = 0.5, β = 1 is α = 2, β = 1/4 here); no tuning and no model "
-              "selection, the network after the last step (DomainBed: 20 settings per algorithm, selected on "
-              "training-domain validation data; the authors' code: the checkpoint best on source-domain validation "
-              "data)")
+DEVIATIONS = ("metabook's Rotated MNIST: the same 1,000 MNIST test digits in every domain, bilinear rotation "
+              "(DomainBed: about 11,700 different digits per domain, bicubic at the commit of its published numbers, "
+              "bilinear since); DigitConvNet, two convolutions without normalization (DomainBed: four, with group "
+              "norm); Adam at 1e-3 (the MLDG authors: SGD with momentum); α = 0.5 on the mean of the meta-train "
+              "losses and β = 1 weighing one meta-test domain against that mean (the authors' code: both on their "
+              "sum, so their α = 0.5, β = 1 is α = 2, β = 1/4 here); no tuning and no model selection, the network "
+              "after the last step (DomainBed: 20 settings per algorithm, selected on training-domain validation "
+              "data; the authors' code: the checkpoint best on source-domain validation data)")
 SCRIPT = Script(__file__, __doc__, "mldg.json", test_tasks=None, checkpoints="runs/full_scale_mldg", bf16=False,
                 seed=False, cpu_time="hours", smoke="3 steps, a tiny network, one seed, two held-out angles")
 
