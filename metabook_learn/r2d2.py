@@ -256,7 +256,8 @@ class LRD2(_ClosedFormHead):
     Class n's scores come from a binary logistic regression of "class n"
     against the rest on the support set (:func:`logistic_newton`, from zero
     weights); the N scores of a query example are its logits. ``lam``: the
-    initial λ (the authors' code: 1 for 2-way episodes, 50 for 5-way).
+    initial λ (the authors' code: 1 for 2-way episodes, 50 for the runs trained 10-way and tested
+    5-way, with 1 or 5 Newton steps, ``scripts/train/experiments.sh``).
     """
 
     def __init__(self, embedding: nn.Module, ways: int, lam: float = 1.0, steps: int = 5,

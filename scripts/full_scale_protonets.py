@@ -88,12 +88,14 @@ METABOOK_SPLIT = ("metabook's split (1,100 training, 100 validation, 423 test ch
                   "are by alphabet")
 BATCH_NORM = "batch norm with episode statistics (the paper's code uses running averages at test time)"
 STRIDED_BODY = "MAML's body, strided convolutions, where Snell et al. use 2x2 max-pooling (protonet-snell-enc)"
+RESAMPLING = ("28x28 grey levels resized with PIL's Lanczos filter, where the authors' code rotates and resizes the "
+              "1-bit PNGs with PIL's default, nearest neighbour: binary images")
 
 
 def deviations(run: "Run") -> str:
     """How the run differs from Snell et al.'s Omniglot protocol."""
     return "; ".join((FIXED_BUDGET, *(() if run.authors_split else (METABOOK_SPLIT,)), BATCH_NORM,
-                      *((STRIDED_BODY,) if run.downsample == "stride" else ())))
+                      *((STRIDED_BODY,) if run.downsample == "stride" else ()), RESAMPLING))
 AUTHORS_SPLIT_FILES = ("train", "val", "test")  # <name>.txt in --split-files, one class per line
 
 
