@@ -15,7 +15,9 @@ rl2-n500   the same for n = 500: 1500 updates of 128 bandits.
 maml-nav   MAML-RL (metabook_learn.maml_rl) on 2-D navigation with the sizes of
            the authors' code (100-100 ReLU policy, α = 0.5, 20 trajectories, 40
            tasks per meta-batch as maml_trpo_point.py's default, where the
-           paper's App. A.2 says 20; horizon 100), 500 meta-iterations of Adam
+           paper's App. A.2 says 20 and the checkpoint the authors' test
+           script scores was trained with 20, ``mbs20`` in its name; horizon
+           100), 500 meta-iterations of Adam
            1e-3; beside it
            a policy pretrained on all goals (same updates, no inner step) and a
            random initialization, each adapted on the same test goals as the
@@ -106,7 +108,8 @@ def paper_rl2(n: int) -> str:
 DEVIATIONS_RL2 = ("Adam where Duan et al. train with TRPO; advantages discounted with γ = 0.8 where the regret "
                   "counts every pull alike; 2000 test bandits where Duan et al. use 1000")
 DEVIATIONS_MAML = ("Adam outer steps where Finn et al. take TRPO steps (Sec. 5.3); 40 tasks per meta-batch (the "
-                   "authors' current code) where App. A.2 says 20; 100 test goals where the authors' test script "
+                   "default of the authors' maml_trpo_point.py) where App. A.2 says 20, as does the name of the "
+                   "checkpoint their test script scores (mbs20); 100 test goals where the authors' test script "
                    "uses 40; the code's reward, the negative distance, where the paper writes the squared distance")
 
 PAPER_MAML = ("-11.68 after one step (Finn et al., 2017, Fig. 4 top and Appendix C.2 Table 4; the mean over 40 "
