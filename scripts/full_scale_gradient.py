@@ -18,7 +18,7 @@ run                          steps  paper (Omniglot test accuracy, transductive 
 maml-5way-1shot              6,000  98.7 ± 0.4 (Finn et al., 2017, Table 1), 60,000 steps
 maml-5way-1shot-alpha0.4     6,000  the same, with α = 0.4 on the *mean* support loss
 maml-20way-1shot            10,000  95.8 ± 0.3 (Finn et al., 2017), 60,000 steps
-fomaml-5way-1shot           10,000  98.3 ± 0.5 (Nichol et al., 2018, Table 2), at MAML's step
+fomaml-5way-1shot           10,000  98.3 ± 0.5 (Nichol et al., 2018, Table 2), run here at MAML's step
 fomaml-5way-1shot-alpha0.4  10,000  the same, with α = 0.4 on the *mean* support loss
 reptile-5way-1shot          30,000  97.68 ± 0.04 (Nichol et al., 2018, Table 2, transduction), 100,000
 reptile-5way-5shot          (same)  99.48 ± 0.06 (the same, 5-shot): reptile-5way-1shot's network, tested at 5 shots
