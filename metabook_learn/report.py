@@ -22,6 +22,7 @@ domain, likewise over seeds.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +147,9 @@ def _held_out_rows(source: str, results: dict) -> list[ResultRow]:
                 source=source, run=f"{method}, held out {domain}", method=method, setting=config.get("dataset", ""),
                 metric=test["metric"], score=spread["mean"],
                 ci95=spread["half_width"] if spread["half_width"] is not None else float("nan"), paper=runs[0]["paper"],
-                protocol=f"{test['num_examples']} held-out examples, no adaptation; ± over {spread['seeds']} seeds "
-                         "(95% t-interval)",
+                protocol=f"{test['num_examples']} held-out examples, no adaptation; "
+                         + (f"± over {spread['seeds']} seeds (95% t-interval)" if spread["seeds"] > 1
+                            else "one seed so far: no interval"),
                 differences=results.get("deviations_from_paper", ""), seeds=spread["seeds"], steps=config["steps"],
                 hardware=_hardware(runs[0]["provenance"]),
                 training_minutes=sum(run["training_wall_time_s"] for run in runs) / len(runs) / 60, curve=[]))
@@ -155,6 +157,8 @@ def _held_out_rows(source: str, results: dict) -> list[ResultRow]:
 
 
 def _score(row: ResultRow) -> str:
+    if math.isnan(row.ci95):  # a row over seeds with one seed so far: a t-interval needs two
+        return f"{100 * row.score:.2f}% (no interval)" if row.metric == "accuracy" else f"{row.score:.3f} (no interval)"
     if row.metric == "accuracy":
         return f"{100 * row.score:.2f} ± {100 * row.ci95:.2f}%"
     return f"{row.score:.3f} ± {row.ci95:.3f} ({'MSE' if row.metric == 'mse' else row.metric})"

@@ -148,3 +148,12 @@ def test_domain_generalization_runs_become_one_row_per_algorithm_and_held_out_do
     assert (mldg.seeds, mldg.steps, mldg.training_minutes) == (3, 5000, 10.0)
     assert mldg.score == pytest.approx(0.965) and mldg.ci95 == pytest.approx(4.302653 * 0.005 / 3 ** 0.5, rel=1e-5)
     assert "± over 3 seeds" in mldg.protocol and "96.50 ± 1.24%" in markdown_table([mldg])
+
+    # A held-out domain with one seed so far has no t-interval: the row says so instead of printing "± nan".
+    del runs["mldg/0/seed1"], runs["mldg/0/seed2"]
+    results["summary"] = script.summarize(results)
+    (tmp_path / "mldg.json").write_text(json.dumps(results))
+    one_seed = {row.run: row for row in result_rows(tmp_path)}["mldg, held out 0"]
+    assert one_seed.seeds == 1 and "one seed so far: no interval" in one_seed.protocol
+    table = markdown_table([one_seed])
+    assert "96.00% (no interval)" in table and "nan" not in table

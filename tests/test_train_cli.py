@@ -341,6 +341,10 @@ def test_each_full_scale_gradient_run_records_its_own_deviations(load_script):
     assert script.deviations(by_name["maml-5way-1shot"]) == script.DEVIATIONS
     for name in ("maml-5way-1shot-alpha0.4", "fomaml-5way-1shot-alpha0.4"):
         assert script.deviations(by_name[name]).endswith(script.FIFTH_OF_THE_STEP)
+    # Reptile's rows follow Reptile's code: 1,200 training characters and unrotated test classes, not MAML's split.
+    reptile = script.deviations(by_name["reptile-5way-1shot"])
+    assert reptile.startswith(script.REPTILE_DEVIATIONS) and "1,200 characters" in reptile
+    assert "MAML's code" not in reptile and script.TEST_MOMENTS in reptile
 
 
 def test_protonet_and_r2d2_presets_halve_the_learning_rate_like_their_papers_code():
