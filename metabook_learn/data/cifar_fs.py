@@ -5,7 +5,8 @@ CIFAR-100's training set and the 100 of its test set, in that order), split
 into 64 classes for meta-training, 16 for validation and 20 for testing.
 
 The split lists below are those of the R2D2 authors' repository
-(``bertinetto/r2d2``, ``data/cifar-fs/splits/bertinetto/``), as reproduced by
+(``bertinetto/r2d2``, ``cifar-fs_splits/{train,val,test}.txt``, added in commit
+9ed0090 and removed in 6adaabf), as reproduced by
 Torchmeta's ``cifar-fs`` assets; two independent copies were compared and
 agree. They are kept in alphabetical order here; ``cifar_fs_classes`` lists
 them and the loader checks they are disjoint and cover the archive's 100
