@@ -100,7 +100,8 @@ class InnerLoop:
     ``"per-query"`` (module docstring).
 
     ``optimizer``: ``"sgd"`` (MAML's θ − α∇) or ``"adam"``: Adam with β1 = 0,
-    β2 = 0.999, ε = 1e-8 and fresh moments for every task, the inner
+    β2 = 0.999, ε = 1e-8 and fresh moments for every task (Reptile's
+    training carries them from task to task, ``fine_tune(moments=...)``), the inner
     optimizer of Reptile's Omniglot and mini-ImageNet experiments (Nichol et
     al., 2018, Appendix A). ``batch_size``: each step uses this many support
     examples instead of all of them (Reptile's "inner batch size"); ``None``:
