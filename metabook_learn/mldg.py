@@ -53,6 +53,7 @@ __all__ = [
     "task_erm_gradient",
     "erm_gradient",
     "domain_accuracy",
+    "domain_correct",
     "domain_gradient_cosines",
     "gradient_alignment",
     "mldg_step",
@@ -193,13 +194,19 @@ def domain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     ``uint8`` images are scaled to [0, 1] as the samplers do; the examples go
     through the network ``batch_size`` at a time, on the model's device.
     """
+    return int(domain_correct(model, x, y, batch_size).sum()) / len(x)
+
+
+@torch.no_grad()
+def domain_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """Whether ``model`` labels each example of ``x [N, ...]`` as ``y [N]``: ``bool [N]``, on the CPU."""
     device = next(model.parameters()).device
-    correct = 0
+    correct = []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
         xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
-        correct += int((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).sum())
-    return correct / len(x)
+        correct.append((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).cpu())
+    return torch.cat(correct)
 
 
 def domain_gradient_cosines(model: nn.Module, x: torch.Tensor, y: torch.Tensor, domains: torch.Tensor,

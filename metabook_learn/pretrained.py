@@ -16,6 +16,12 @@ results file and run it comes from, its test score with the exact protocol
 (split, seed, tasks, ways, shots, queries, batch-norm mode, inner steps)
 and the provenance of the run (hardware, torch, commit, wall time, seed).
 
+A domain-generalization model (ERM or MLDG on Rotated MNIST) is scored on its
+held-out domain instead, as it is (``protocol``: ``{"held_out": angle}``): its
+file names its network (``network``: one of :data:`NETWORKS` and its
+arguments), since no few-shot method builds it, and :func:`evaluate` returns
+one "task" per held-out digit, scored 1 or 0.
+
 Loading checks the SHA-256 first and then reads the file with
 ``torch.load(weights_only=True)``, which unpickles tensors and plain values
 only, never code: a corrupted, truncated or replaced file gives one
@@ -32,16 +38,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metabook_learn.data.rotated_mnist import prepare_rotated_mnist
 from metabook_learn.episodic import is_episodic
-from metabook_learn.evaluation import Evaluation, evaluate as evaluate_model
+from metabook_learn.evaluation import Evaluation, confidence_interval, evaluate as evaluate_model
 from metabook_learn.inner_loop import InnerLoop, Params
+from metabook_learn.mldg import domain_correct
+from metabook_learn.models import DigitConvNet
 from metabook_learn.setups import build_model, make_sampler
 from metabook_learn.training import TrainConfig, inner_loop
 
-__all__ = ["FOLDER", "FORMAT", "Shipped", "available", "load", "evaluate", "file_digest"]
+__all__ = ["FOLDER", "FORMAT", "NETWORKS", "Shipped", "available", "load", "evaluate", "file_digest"]
 
 FOLDER = Path(__file__).resolve().parent / "pretrained"
 FORMAT = "metabook-pretrained-1"
+# The networks a shipped file may name (domain-generalization models, which no few-shot method builds): a fixed
+# list, so that a file chooses among known classes and never names code of its own.
+NETWORKS = {"DigitConvNet": DigitConvNet}
 
 
 @dataclass
@@ -95,11 +107,20 @@ def load(name: str) -> Shipped:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a shipped metabook model (expected format {FORMAT!r})")
     config = TrainConfig(**{**state["config"], "device": "cpu"})
-    model = build_model(config, config.ways)
+    network = state.get("network")
+    if network is not None:  # a domain-generalization model: its file names its network
+        arguments = dict(network)
+        build = NETWORKS.get(arguments.pop("name", None))
+        if build is None:
+            raise ValueError(f"{path} names the network {network.get('name')!r}, not one of {', '.join(NETWORKS)}; "
+                             "it was not loaded")
+        model = build(**arguments)
+    else:
+        model = build_model(config, config.ways)
     model.load_state_dict(state["model"])
     model.eval()
     return Shipped(name, model, config, state["lrs"], entry,
-                   None if is_episodic(model) else inner_loop(config, evaluation=True))
+                   None if network is not None or is_episodic(model) else inner_loop(config, evaluation=True))
 
 
 def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None, query_bn: str | None = None,
@@ -113,6 +134,8 @@ def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None
     """
     shipped = load(name)
     protocol = shipped.results["test"]["protocol"]
+    if "held_out" in protocol:
+        return _score_held_out_domain(shipped, num_tasks, queries, query_bn, cache, mirror)
     recorded_bn = shipped.config.query_bn if protocol["query_bn"] == "none" else protocol["query_bn"]
     changes = {"queries": queries or protocol["queries"], "query_bn": query_bn or recorded_bn,
                "ways": protocol["ways"], "shots": protocol["shots"]}
@@ -126,3 +149,20 @@ def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None
     inner = None if shipped.eval_inner is None else inner_loop(config, evaluation=True)
     return evaluate_model(model, sampler, inner, num_tasks or protocol["num_tasks"], shipped.lrs,
                           tasks_per_batch=protocol["tasks_per_batch"], strategy="loop", progress=progress)
+
+
+def _score_held_out_domain(shipped: Shipped, num_examples, queries, query_bn, cache, mirror) -> Evaluation:
+    """A domain-generalization model on its held-out domain, as it is: one "task" per digit (``num_examples``: the
+    first that many; ``None``: all), scored 1 or 0, the interval as ``scripts/full_scale_mldg.py`` records it."""
+    if queries is not None or query_bn is not None:
+        raise ValueError(f"{shipped.name} classifies each held-out digit on its own: it has no query sets or batch "
+                         "norm to change; call evaluate(name) or evaluate(name, num_tasks=N)")
+    angle = shipped.results["test"]["protocol"]["held_out"]
+    images, labels = prepare_rotated_mnist(cache=cache, mirror=mirror).domain(angle)
+    images, labels = images[:num_examples], labels[:num_examples]
+    scores = domain_correct(shipped.model, images, labels).double()
+    mean, ci95, std = confidence_interval(scores)
+    with torch.no_grad():  # uint8 pixels scaled to [0, 1], as domain_correct scores them
+        loss = torch.nn.functional.cross_entropy(shipped.model(images.float() / 255), labels).item()
+    return Evaluation(metric="accuracy", mean=mean, ci95=ci95, std=std, num_tasks=len(labels), query_loss=loss,
+                      query_bn="none", inner_steps=0, inner_lr=0.0, tasks_per_batch=len(labels), per_task=scores)

@@ -76,6 +76,14 @@ def test_a_file_of_another_format_is_refused(shipping):
         pretrained.load("tiny-sine")
 
 
+def test_a_file_naming_a_network_outside_the_known_ones_is_refused(shipping):
+    config = TrainConfig(dataset="sinusoid", loss="mse", ways=1, shots=5, queries=5, inner_lr=0.01, device="cpu")
+    ship(shipping, payload={"format": pretrained.FORMAT, "config": asdict(config), "model": {}, "lrs": None,
+                            "network": {"name": "os.system", "command": "echo"}})
+    with pytest.raises(ValueError, match="names the network 'os.system', not one of DigitConvNet"):
+        pretrained.load("tiny-sine")
+
+
 SHIPPED = pretrained.available()
 
 
@@ -104,6 +112,13 @@ def test_every_shipped_model_rescores_to_its_recorded_per_task_scores(name, real
     assert run["test"]["mean"] == recorded["mean"], f"{name}'s index entry and {source['results']} disagree"
     size = (pretrained.FOLDER / f"{name}.pt").stat().st_size
     assert size < 1_000_000, f"{name} weighs {size} bytes: ship float32 weights only"
+    if "held_out" in recorded["protocol"]:  # a domain-generalization model: all its held-out digits, as recorded
+        again = pretrained.evaluate(name, cache=real_cache, mirror=real_mirror)
+        assert again.num_tasks == recorded["num_examples"] and again.mean == recorded["mean"]
+        assert again.ci95 == pytest.approx(recorded["ci95"], rel=1e-12) and again.query_bn == recorded["query_bn"]
+        with pytest.raises(ValueError, match="classifies each held-out digit on its own"):
+            pretrained.evaluate(name, queries=15, cache=real_cache, mirror=real_mirror)
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
