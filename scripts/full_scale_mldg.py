@@ -43,10 +43,11 @@ over seeds, and each MLDG variant's difference to ERM paired by seed (the same
 held-out digits and, for a seed, the same batches) with its t-interval.
 
 On one CPU thread per run, two or three runs side by side, the runs of
-``results/mldg.json`` trained in 2.4 to 5.5 minutes (ERM), 9.7 to 19.5 (MLDG)
-and 4.5 to 12.3 (first-order MLDG), the longer ones on an AMD EPYC: one
-held-out angle with its three algorithms and three seeds is one to one and a
-half hours, the whole table six to eight hours of two cores. Run it in parts (``--held-out``,
+``results/mldg.json`` trained in 2.4 to 5.5 minutes (ERM), 9.7 to 25.5 (MLDG)
+and 4.5 to 15.0 (first-order MLDG), the longer ones on an AMD EPYC or beside a
+third process: one held-out angle with its three algorithms and three seeds is
+about an hour and a half of one thread, the whole table about eight hours of
+one thread, four of two cores. Run it in parts (``--held-out``,
 ``--output runs/out/...``) and merge them with ``scripts/merge_results.py``,
 which recomputes the summary over every merged run.
 """
