@@ -209,8 +209,8 @@ def meta_gradient_reference(
     """
     if inner.optimizer != "sgd" or inner.batch_size is not None:
         raise ValueError(f"meta_gradient_reference takes plain gradient steps on the whole support set; got "
-                         f"optimizer={inner.optimizer!r}, batch_size={inner.batch_size}: use InnerLoop(optimizer='sgd', "
-                         "batch_size=None)")
+                         f"optimizer={inner.optimizer!r}, batch_size={inner.batch_size}: use "
+                         "InnerLoop(optimizer='sgd', batch_size=None)")
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
     rates = {} if lrs is None else {name: a.detach().requires_grad_() for name, a in lrs.items()}
     names = [name for name in leaves if inner.adapts(name)]

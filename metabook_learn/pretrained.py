@@ -18,7 +18,7 @@ and the provenance of the run (hardware, torch, commit, wall time, seed).
 
 A domain-generalization model (ERM or MLDG on Rotated MNIST) is scored on its
 held-out domain instead, as it is (``protocol``: ``{"held_out": angle}``): its
-file names its network (``network``: one of :data:`NETWORKS` and its
+file names its network (``network``: a name in ``NETWORKS`` and its
 arguments), since no few-shot method builds it, and :func:`evaluate` returns
 one "task" per held-out digit, scored 1 or 0.
 
