@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metabook_learn.checkpoint import load_weights
 from metabook_learn.data.rotated_mnist import prepare_rotated_mnist
 from metabook_learn.episodic import is_episodic
 from metabook_learn.evaluation import Evaluation, confidence_interval, evaluate as evaluate_model
@@ -47,7 +48,7 @@ from metabook_learn.models import DigitConvNet
 from metabook_learn.setups import build_model, make_sampler
 from metabook_learn.training import TrainConfig, inner_loop
 
-__all__ = ["FOLDER", "FORMAT", "NETWORKS", "Shipped", "available", "load", "evaluate", "file_digest"]
+__all__ = ["FOLDER", "FORMAT", "NETWORKS", "Shipped", "available", "load", "evaluate", "file_digest", "rebuild"]
 
 FOLDER = Path(__file__).resolve().parent / "pretrained"
 FORMAT = "metabook-pretrained-1"
@@ -106,21 +107,30 @@ def load(name: str) -> Shipped:
         raise ValueError(f"{path} could not be read as tensors ({type(error).__name__}); it was not loaded") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a shipped metabook model (expected format {FORMAT!r})")
+    config, model = rebuild(state, str(path))
+    return Shipped(name, model, config, state["lrs"], entry, None if state.get("network") is not None
+                   or is_episodic(model) else inner_loop(config, evaluation=True))
+
+
+def rebuild(state: dict, source: str) -> tuple[TrainConfig, nn.Module]:
+    """The configuration and the trained network (CPU, eval mode) of a shipped file's contents ``state``.
+
+    ``source`` names the file in errors. ``scripts/ship_model.py`` calls it before
+    it writes anything, so that only weights this function rebuilds are shipped.
+    """
     config = TrainConfig(**{**state["config"], "device": "cpu"})
     network = state.get("network")
     if network is not None:  # a domain-generalization model: its file names its network
         arguments = dict(network)
         build = NETWORKS.get(arguments.pop("name", None))
         if build is None:
-            raise ValueError(f"{path} names the network {network.get('name')!r}, not one of {', '.join(NETWORKS)}; "
-                             "it was not loaded")
+            raise ValueError(f"{source} names the network {network.get('name')!r}, not one of "
+                             f"{', '.join(NETWORKS)}; it was not loaded")
         model = build(**arguments)
     else:
         model = build_model(config, config.ways)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return Shipped(name, model, config, state["lrs"], entry,
-                   None if network is not None or is_episodic(model) else inner_loop(config, evaluation=True))
+    load_weights(model, state["model"], source)
+    return config, model.eval()
 
 
 def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None, query_bn: str | None = None,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metabook_learn import pretrained
+from metabook_learn.checkpoint import save_checkpoint
 from metabook_learn.models import sinusoid_mlp
 from metabook_learn.training import TrainConfig
 
@@ -84,6 +85,53 @@ def test_a_file_naming_a_network_outside_the_known_ones_is_refused(shipping):
         pretrained.load("tiny-sine")
 
 
+def test_weights_that_do_not_fit_their_network_are_refused(shipping):
+    config = TrainConfig(dataset="sinusoid", loss="mse", ways=1, shots=5, queries=5, inner_lr=0.01, device="cpu")
+    ship(shipping, payload={"format": pretrained.FORMAT, "config": asdict(config), "lrs": None,
+                            "model": {"net.0.weight": torch.zeros(3, 1)}})
+    with pytest.raises(ValueError, match="do not fit a .* built from its configuration"):
+        pretrained.load("tiny-sine")
+
+
+def test_ship_model_ships_one_seed_of_a_run_of_several(shipping, tmp_path_factory, load_script):
+    """A run of several seeds (the in-context script's record) ships the named seed's network with that seed's
+    score and provenance; a wrong seed, a missing --seed or weights that do not fit write nothing."""
+    ship_model = load_script("ship_model")
+    run_folder = tmp_path_factory.mktemp("run")
+    config = TrainConfig(dataset="sinusoid", loss="mse", ways=1, shots=5, queries=5, inner_lr=0.01, device="cpu",
+                         steps=3, seed=1)
+    torch.manual_seed(0)
+    save_checkpoint(run_folder / "seed1.pt", {"step": 3, "config": asdict(config), "lrs": None,
+                                              "model": sinusoid_mlp().state_dict()})
+    save_checkpoint(run_folder / "foreign.pt", {"step": 3, "config": asdict(config), "lrs": None,
+                                                "model": {"net.0.weight": torch.zeros(3, 1)}})
+    protocol = {"split": "test", "seed": 1, "num_tasks": 2}
+    seeds = [{"seed": seed, "test": {"metric": "mse", "mean": 0.1 * (seed + 1), "ci95": 0.01, "per_task": [0.1, 0.2]},
+              "training_wall_time_s": 10.0 + seed, "provenance": {"device": "cpu", "seed": seed}} for seed in (0, 1)]
+    results = {"script": "scripts/full_scale_x.py", "runs": {"sine": {
+        "test": {"metric": "mse", "mean": 0.15, "ci95": 0.6, "protocol": protocol}, "seeds": seeds,
+        "paper": "none", "config": {"steps": 3}, "training_wall_time_s": 21.0, "provenance": {}}}}
+    (run_folder / "results.json").write_text(json.dumps(results))
+    ship = [str(run_folder / "results.json"), "sine", "sine-seed1"]
+
+    for argv, refusal in ((ship, "name one with --seed"),
+                          (ship + ["--seed", "0", "--checkpoint", str(run_folder / "seed1.pt")], "seed 1, not 0"),
+                          (ship + ["--seed", "2", "--checkpoint", str(run_folder / "seed1.pt")], "no scored seed 2"),
+                          (ship + ["--seed", "1", "--checkpoint", str(run_folder / "foreign.pt")], "do not fit")):
+        with pytest.raises(SystemExit, match=refusal):
+            ship_model.main(argv)
+        assert list(shipping.iterdir()) == [], "a refused model left files behind"
+
+    assert ship_model.main(ship + ["--seed", "1", "--checkpoint", str(run_folder / "seed1.pt")]) == 0
+    shipped = pretrained.load("sine-seed1")
+    assert shipped.results["test"] == {"metric": "mse", "mean": 0.2, "ci95": 0.01, "protocol": protocol}
+    assert shipped.results["source"]["seed"] == 1 and shipped.results["provenance"] == {"device": "cpu", "seed": 1}
+    assert shipped.results["training_wall_time_s"] == 11.0
+    torch.manual_seed(0)
+    for p, q in zip(shipped.model.parameters(), sinusoid_mlp().parameters()):
+        assert torch.equal(p, q)
+
+
 SHIPPED = pretrained.available()
 
 
@@ -109,6 +157,8 @@ def test_every_shipped_model_rescores_to_its_recorded_per_task_scores(name, real
     recorded = shipped.results["test"]
     source = shipped.results["source"]
     run = json.loads((Path(pretrained.__file__).parents[1] / source["results"]).read_text())["runs"][source["run"]]
+    if "seed" in source:  # one seed of a run of several (the in-context transformer): that seed's record
+        run = {"test": next(entry["test"] for entry in run["seeds"] if entry["seed"] == source["seed"])}
     assert run["test"]["mean"] == recorded["mean"], f"{name}'s index entry and {source['results']} disagree"
     size = (pretrained.FOLDER / f"{name}.pt").stat().st_size
     assert size < 1_000_000, f"{name} weighs {size} bytes: ship float32 weights only"
