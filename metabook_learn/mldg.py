@@ -54,6 +54,7 @@ __all__ = [
     "erm_gradient",
     "domain_accuracy",
     "domain_correct",
+    "domain_logits",
     "domain_gradient_cosines",
     "gradient_alignment",
     "mldg_step",
@@ -198,15 +199,22 @@ def domain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 
 @torch.no_grad()
-def domain_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Whether ``model`` labels each example of ``x [N, ...]`` as ``y [N]``: ``bool [N]``, on the CPU."""
+def domain_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """``model``'s outputs for ``x [N, ...]``, ``batch_size`` examples at a time on its device: ``[N, C]`` on the CPU.
+
+    ``uint8`` images are scaled to [0, 1] as the samplers do.
+    """
     device = next(model.parameters()).device
-    correct = []
+    logits = []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
-        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
-        correct.append((model(xb).argmax(-1) == y[start:start + batch_size].to(device)).cpu())
-    return torch.cat(correct)
+        logits.append(model(xb.float().div_(255) if xb.dtype == torch.uint8 else xb).cpu())
+    return torch.cat(logits)
+
+
+def domain_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """Whether ``model`` labels each example of ``x [N, ...]`` as ``y [N]``: ``bool [N]``, on the CPU."""
+    return domain_logits(model, x, batch_size).argmax(-1) == y.cpu()
 
 
 def domain_gradient_cosines(model: nn.Module, x: torch.Tensor, y: torch.Tensor, domains: torch.Tensor,

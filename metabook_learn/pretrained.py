@@ -43,7 +43,7 @@ from metabook_learn.data.rotated_mnist import prepare_rotated_mnist
 from metabook_learn.episodic import is_episodic
 from metabook_learn.evaluation import Evaluation, confidence_interval, evaluate as evaluate_model
 from metabook_learn.inner_loop import InnerLoop, Params
-from metabook_learn.mldg import domain_correct
+from metabook_learn.mldg import domain_logits
 from metabook_learn.models import DigitConvNet
 from metabook_learn.setups import build_model, make_sampler
 from metabook_learn.training import TrainConfig, inner_loop
@@ -170,9 +170,9 @@ def _score_held_out_domain(shipped: Shipped, num_examples, queries, query_bn, ca
     angle = shipped.results["test"]["protocol"]["held_out"]
     images, labels = prepare_rotated_mnist(cache=cache, mirror=mirror).domain(angle)
     images, labels = images[:num_examples], labels[:num_examples]
-    scores = domain_correct(shipped.model, images, labels).double()
+    logits = domain_logits(shipped.model, images)
+    scores = (logits.argmax(-1) == labels).double()
     mean, ci95, std = confidence_interval(scores)
-    with torch.no_grad():  # uint8 pixels scaled to [0, 1], as domain_correct scores them
-        loss = torch.nn.functional.cross_entropy(shipped.model(images.float() / 255), labels).item()
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
     return Evaluation(metric="accuracy", mean=mean, ci95=ci95, std=std, num_tasks=len(labels), query_loss=loss,
                       query_bn="none", inner_steps=0, inner_lr=0.0, tasks_per_batch=len(labels), per_task=scores)
