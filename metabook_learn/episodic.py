@@ -36,6 +36,7 @@ these functions for every episodic model, so a new method only writes its
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -135,6 +136,36 @@ def episode_outputs(model: nn.Module, params: Params, tasks, strategy: str = "au
         losses, outputs = over_tasks(episode, ({n: p.detach() for n, p in params.items()},),
                                      (support_x, support_y, query_x, query_y), strategy)
     return outputs, losses.mean()
+
+
+# ── Batch norm over an episode: shared by every episodic learner that embeds images ──
+
+
+def check_query_bn(embedding: nn.Module | None, query_bn: str) -> str:
+    """``query_bn`` if ``embedding`` can normalize that way, else one ``ValueError`` saying what to use instead.
+
+    ``"transductive"``: batch statistics of the whole episode. ``"inductive"``:
+    statistics of the support rows only, so ``embedding.forward`` must accept
+    ``stats_rows`` (as :class:`metabook_learn.models.ConvNet` does).
+    """
+    if query_bn not in QUERY_BN_MODES:
+        raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {query_bn!r}")
+    if query_bn == "inductive" and (embedding is None
+                                    or "stats_rows" not in inspect.signature(embedding.forward).parameters):
+        raise ValueError(f"query_bn='inductive' takes batch statistics from the support rows, so the embedding "
+                         f"must accept stats_rows (as metabook_learn.models.ConvNet does); "
+                         f"{type(embedding).__name__} does not: use query_bn='transductive'")
+    return query_bn
+
+
+def embed_episode(embedding: nn.Module, both: torch.Tensor, num_support: int, query_bn: str) -> torch.Tensor:
+    """The embeddings of one episode's images ``both = cat[support, query]`` ``[S + Q, C, H, W]`` -> ``[S + Q, D]``,
+    in one pass: batch statistics of all rows (``"transductive"``) or of the first ``num_support`` (``"inductive"``)."""
+    if query_bn == "transductive":
+        return embedding(both)
+    if query_bn == "inductive":
+        return embedding(both, stats_rows=num_support)
+    raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {query_bn!r}")
 
 
 # ── What every episodic method hands metabook_learn.methods ────────────────────────

@@ -83,7 +83,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metabook_learn import validation
-from metabook_learn.episodic import NO_INNER_LOOP, check_episodic_config, episodic_outputs, episodic_step
+from metabook_learn.episodic import (NO_INNER_LOOP, check_episodic_config, check_query_bn, embed_episode,
+                                     episodic_outputs, episodic_step)
 from metabook_learn.data.samplers import ShuffledOrder
 from metabook_learn.methods import Method, Preset, register
 from metabook_learn.models import IMAGE_DATA_SETS, embedding_network
@@ -184,14 +185,19 @@ class InContextTransformer(nn.Module):
     objective over all prefixes). The returned predictions are the queries'
     only, so :func:`metabook_learn.evaluation.evaluate` scores unseen points.
     Defaults are small (width 64, 4 layers, 4 heads); Garg et al. use a GPT-2
-    of width 256, 12 layers, 8 heads.
+    of width 256, 12 layers, 8 heads. ``query_bn``: how an embedding with batch
+    norm normalizes an episode, ``"transductive"`` (the statistics of all its
+    images, as the book's runs train and test) or ``"inductive"`` (those of
+    the support images only; the embedding must accept ``stats_rows``).
     """
 
     episodic = True
 
     def __init__(self, x_dim: int, y_dim: int = 1, ways: int | None = None, width: int = 64, depth: int = 4,
-                 heads: int = 4, embedding: nn.Module | None = None, prefix_loss: bool = True):
+                 heads: int = 4, embedding: nn.Module | None = None, prefix_loss: bool = True,
+                 query_bn: str = "transductive"):
         super().__init__()
+        self.query_bn = check_query_bn(embedding, query_bn) if embedding is not None else query_bn
         validation.count("x_dim", x_dim)
         validation.count("depth", depth)
         self.ways = None if ways is None else validation.count("ways", ways, minimum=2)
@@ -216,13 +222,18 @@ class InContextTransformer(nn.Module):
         """
         return self.embedding is None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The inputs as vectors: ``x`` itself, or the embedding of images ``[..., n, C, H, W]`` → ``[..., n, F]``."""
+    def features(self, x: torch.Tensor, num_support: int) -> torch.Tensor:
+        """The inputs as vectors: ``x`` itself, or the embedding of images ``[..., n, C, H, W]`` → ``[..., n, F]``,
+        each task's ``n`` images (its ``num_support`` support images first) in one batch (``query_bn``)."""
         if self.embedding is None:
             return x
+
+        def embed(images):
+            return embed_episode(self.embedding, images, num_support, self.query_bn)
+
         if x.dim() == 5:  # a batch of tasks: embed each task on its own (batch norm sees one task)
-            return torch.func.vmap(self.embedding)(x)
-        return self.embedding(x)
+            return torch.func.vmap(embed)(x)
+        return embed(x)
 
     def encode_labels(self, y: torch.Tensor) -> torch.Tensor:
         """Targets as they enter a token: ``y [..., C, y_dim]`` itself, or labels ``[..., C]`` one-hot ``[..., C, N]``."""
@@ -240,7 +251,7 @@ class InContextTransformer(nn.Module):
         examples before i only.
         """
         num_context, num_queries = support_x.shape[-1 - self._x_rank()], query_x.shape[-1 - self._x_rank()]
-        features = self.features(torch.cat([support_x, query_x], dim=-1 - self._x_rank()))
+        features = self.features(torch.cat([support_x, query_x], dim=-1 - self._x_rank()), num_context)
         context_x, query_features = features[..., :num_context, :], features[..., num_context:, :]
         labels = self.encode_labels(support_y).to(context_x.dtype)
         ones = torch.ones_like(context_x[..., :1])
@@ -531,7 +542,8 @@ def build_transformer(config, ways: int) -> InContextTransformer:
     if config.dataset == "sinusoid":
         return InContextTransformer(1, width=64, depth=4, heads=4)
     body = embedding_network(config.dataset)
-    return InContextTransformer(body.num_features, ways=ways, width=64, depth=4, heads=4, embedding=body)
+    return InContextTransformer(body.num_features, ways=ways, width=64, depth=4, heads=4, embedding=body,
+                                query_bn=config.query_bn)
 
 
 _SINE_SOURCE = ("the book's choice (no paper trains a transformer on MAML's sine waves): "

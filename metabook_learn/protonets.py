@@ -48,15 +48,13 @@ batch norm, ReLU and 2x2 max-pooling: 28 -> 14 -> 7 -> 3 -> 1, a
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook_learn.episodic import episodic_image_classifier
-from metabook_learn.inner_loop import QUERY_BN_MODES
+from metabook_learn.episodic import check_query_bn, embed_episode, episodic_image_classifier
 from metabook_learn.methods import Preset, register
 from metabook_learn.models import ConvNet, embedding_network
 
@@ -149,24 +147,14 @@ class PrototypicalNetwork(nn.Module):
         super().__init__()
         if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
             raise ValueError(f"ways must be a positive int, got {ways!r}")
-        if query_bn not in QUERY_BN_MODES:
-            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {query_bn!r}")
-        if query_bn == "inductive" and "stats_rows" not in inspect.signature(embedding.forward).parameters:
-            raise ValueError(f"query_bn='inductive' takes batch statistics from the support rows, so the embedding "
-                             f"must accept stats_rows (as metabook_learn.models.ConvNet does); "
-                             f"{type(embedding).__name__} does not: use query_bn='transductive'")
         self.embedding = embedding
         self.ways = ways
-        self.query_bn = query_bn
+        self.query_bn = check_query_bn(embedding, query_bn)
 
     def embed(self, support_x: torch.Tensor, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(support embeddings [S, D], query embeddings [Q, D])``, one batch through the network."""
         num_support = support_x.shape[0]
-        both = torch.cat([support_x, query_x])
-        if self.query_bn == "transductive":
-            z = self.embedding(both)
-        else:
-            z = self.embedding(both, stats_rows=num_support)
+        z = embed_episode(self.embedding, torch.cat([support_x, query_x]), num_support, self.query_bn)
         return z[:num_support], z[num_support:]
 
     def logits(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,

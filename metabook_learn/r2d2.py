@@ -57,8 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook_learn.episodic import episodic_image_classifier
-from metabook_learn.inner_loop import QUERY_BN_MODES
+from metabook_learn.episodic import check_query_bn, embed_episode, episodic_image_classifier
 from metabook_learn.methods import Method, Preset, register
 from metabook_learn.models import embedding_network
 
@@ -185,11 +184,9 @@ class _ClosedFormHead(nn.Module):
             raise ValueError(f"ways must be at least 2, got {ways}")
         if lam <= 0:
             raise ValueError(f"the regulariser lam must be positive, got {lam}")
-        if query_bn not in QUERY_BN_MODES:
-            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {query_bn!r}")
         self.embedding = embedding
         self.ways = ways
-        self.query_bn = query_bn
+        self.query_bn = check_query_bn(embedding, query_bn)
         log_lam = torch.tensor(math.log(lam))
         if learn_lambda:
             self.log_lam = nn.Parameter(log_lam)
@@ -204,13 +201,7 @@ class _ClosedFormHead(nn.Module):
     def embed(self, support_x: torch.Tensor, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Support and query features ``[S, D]``, ``[Q, D]``, from one pass over the episode's images."""
         num_support = support_x.shape[0]
-        both = torch.cat([support_x, query_x])
-        if self.query_bn == "transductive":  # batch statistics of the whole episode
-            features = self.embedding(both)
-        elif self.query_bn == "inductive":  # statistics of the support rows only
-            features = self.embedding(both, stats_rows=num_support)
-        else:
-            raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {self.query_bn!r}")
+        features = embed_episode(self.embedding, torch.cat([support_x, query_x]), num_support, self.query_bn)
         return features[:num_support], features[num_support:]
 
 

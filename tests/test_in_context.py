@@ -153,6 +153,36 @@ def test_classification_with_an_image_embedding_under_evaluate():
     assert logits.shape == (3, 2, 2) and torch.isfinite(loss)
 
 
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_inductive_batch_norm_normalizes_the_images_with_the_support_sets_statistics(batched):
+    """Inductive: a query's prediction does not depend on the other queries (nor on how many there are), since
+    only the support images set the statistics; transductive: all images do, so changing one query moves another."""
+    from metabook_learn.protonets import omniglot_embedding
+
+    torch.manual_seed(0)
+    embedding = omniglot_embedding(filters=8)
+    support_x, query_x = torch.rand(4, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    support_y = torch.tensor([0, 1, 0, 1])
+    changed = query_x.clone()
+    changed[2] = torch.rand(1, 28, 28)
+    predictions = {}
+    for mode in ("inductive", "transductive"):
+        model = InContextTransformer(8, ways=2, width=16, depth=1, heads=2, embedding=embedding, query_bn=mode)
+        with torch.no_grad():
+            for name, queries in (("queries", query_x), ("changed", changed), ("first two", query_x[:2])):
+                arguments = (support_x, support_y, queries)
+                if batched:  # a batch of one task goes through vmap
+                    arguments = tuple(a.unsqueeze(0) for a in arguments)
+                predictions[mode, name] = model.predict(*arguments)[1].reshape(len(queries), 2)[:2]
+    assert torch.allclose(predictions["inductive", "queries"], predictions["inductive", "changed"], atol=1e-6)
+    assert torch.allclose(predictions["inductive", "queries"], predictions["inductive", "first two"], atol=1e-6)
+    assert not torch.allclose(predictions["transductive", "queries"], predictions["transductive", "changed"],
+                              atol=1e-4)
+    with pytest.raises(ValueError, match="must accept stats_rows"):
+        InContextTransformer(8, ways=2, embedding=torch.nn.Flatten(), query_bn="inductive")
+
+
 # ── Linear attention as one gradient step ────────────────────────────────────
 
 
