@@ -32,7 +32,7 @@ COMMON=(--device cpu --no-progress)
 # Meta-SGD, ProtoNets 1-shot and 5-shot (float32, and 1-shot with bf16, on metabook's split and on the authors'
 # split files), every meta-RL run, R2-D2 and LR-D2 Omniglot 5-way 1-shot (results/r2d2.json), and the whole
 # MLDG table (results/mldg.json: ERM, MLDG and first-order MLDG, three seeds at each of six held-out rotations),
-# and R2-D2 5-way 5-shot (its finished checkpoint is committed so that it can be shipped: scripts/ship_model.py).
+# and R2-D2 5-way 5-shot (shipped as r2d2-omniglot-5w5s).
 # protonet-snell-enc resumes from its committed checkpoint (step 7,984 of 20,000, made on an AMD EPYC).
 lane_a() {
     $PY scripts/full_scale_protonets.py --runs protonet-snell-enc protonet-lake "${COMMON[@]}" --output runs/out/protonets-a.json
