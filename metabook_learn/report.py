@@ -88,8 +88,7 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
             rows += _held_out_rows(path.name, results)
             continue
         for name, run in results["runs"].items():
-            config, where = run["config"], run["provenance"]
-            hardware = _hardware(where)
+            config, hardware = run["config"], _run_hardware(run)
             seeds = run.get("seeds", [config.get("seed")])  # a list of seeds, or (meta-RL) their number
             seeds = seeds if isinstance(seeds, int) else len(seeds)
             # A run may also be scored as its paper's other protocol (Reptile without transduction): a row each.
@@ -115,6 +114,15 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
 
 def _hardware(where: dict) -> str:
     return where["device_name"] + (f", {where['cpu_threads']} threads" if "cpu_threads" in where else "")
+
+
+def _run_hardware(run: dict) -> str:
+    """Where a run trained: the machine of each seed that records its own provenance (seeds trained in different
+    sessions may differ), else the run's."""
+    seeds = run.get("seeds")
+    own = [entry["provenance"] for entry in seeds if isinstance(entry, dict) and "provenance" in entry] \
+        if isinstance(seeds, list) else []
+    return " and ".join(dict.fromkeys(_hardware(where) for where in own or [run["provenance"]]))
 
 
 def _seeded_rows(source: str, results: dict) -> list[ResultRow]:

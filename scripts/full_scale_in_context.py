@@ -47,7 +47,10 @@ a run can be stopped (SIGTERM) and started again; a finished seed is only scored
 An Omniglot seed already scored in ``--output`` (same settings) is kept as it is, not
 trained again: its checkpoint is too large to commit, so more seeds are added later with
 ``cp results/in_context.json runs/out/ic.json`` and ``--runs omniglot --seeds 3 --output
-runs/out/ic.json``, then ``scripts/merge_results.py runs/out/ic.json``.
+runs/out/ic.json``, then ``scripts/merge_results.py runs/out/ic.json``. A scored seed's
+network ships from its checkpoint (``scripts/ship_model.py results/in_context.json omniglot NAME
+--seed S --checkpoint runs/full_scale_in_context/in-context-omniglot-seedS.pt``); seed 1's ships
+as ``in-context-omniglot-5w1s``.
 The headline ``test`` of each run is
 the mean over seeds with its 95% t-interval (``ci95``): the error at k = 10
 (twice d) for linear regression, the MSE at K = 10 for sine waves, the test

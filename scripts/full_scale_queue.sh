@@ -33,16 +33,17 @@ COMMON=(--device cpu --no-progress)
 # split files), every meta-RL run, R2-D2 and LR-D2 Omniglot 5-way 1-shot (results/r2d2.json), and the whole
 # MLDG table (results/mldg.json: ERM, MLDG and first-order MLDG, three seeds at each of six held-out rotations),
 # and R2-D2 5-way 5-shot (shipped as r2d2-omniglot-5w5s).
-# protonet-snell-enc resumes from its committed checkpoint (step 7,984 of 20,000, made on an AMD EPYC).
+# protonet-snell-enc (Snell et al.'s max-pooling encoder) finished on an AMD EPYC, in two sessions; the in-context
+# Omniglot run's seed 1 too.
 lane_a() {
-    $PY scripts/full_scale_protonets.py --runs protonet-snell-enc protonet-lake "${COMMON[@]}" --output runs/out/protonets-a.json
+    $PY scripts/full_scale_protonets.py --runs protonet-lake "${COMMON[@]}" --output runs/out/protonets-a.json
     $PY scripts/full_scale_gradient.py --runs maml-20way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
 }
 
 lane_b() {
     $PY scripts/full_scale_closed_form.py --runs r2d2-omniglot-20way-1shot "${COMMON[@]}" --output runs/out/closed_form-b.json
-    # The in-context transformer on Omniglot, seeds 1 and 2 (seed 0 is kept from the copy of results/in_context.json;
-    # its network was not kept, so the chapter cannot re-score it: ship a seed that finishes here).
+    # The in-context transformer on Omniglot, seed 2 (seeds 0 and 1 are kept from the copy of results/in_context.json;
+    # seed 1's network ships as in-context-omniglot-5w1s).
     cp -n results/in_context.json runs/out/in_context-b.json
     $PY scripts/full_scale_in_context.py --runs omniglot --seeds 3 "${COMMON[@]}" --output runs/out/in_context-b.json
 }

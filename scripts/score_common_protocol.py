@@ -49,7 +49,8 @@ def score(name: str, num_tasks: int) -> dict:
     began = time.perf_counter()
     modes = {}
     for mode in PROTOCOL["query_bn"]:
-        evaluation = pretrained.evaluate(name, num_tasks=num_tasks, queries=PROTOCOL["queries"], query_bn=mode)
+        evaluation = pretrained.evaluate(name, num_tasks=num_tasks, queries=PROTOCOL["queries"], query_bn=mode,
+                                         seed=PROTOCOL["seed"])
         modes[mode] = {**evaluation.as_dict(), "per_task": [round(float(s), 6) for s in evaluation.per_task]}
     shipped = pretrained.load(name)
     return {"sha256": shipped.results["sha256"], "shots": shipped.results["test"]["protocol"]["shots"],

@@ -37,6 +37,13 @@ def test_the_script_scores_as_pretrained_evaluate_does_and_refuses_bad_names(tmp
     inductive = written["models"]["protonet-omniglot-1shot"]["tests"]["inductive"]
     direct = pretrained.evaluate("protonet-omniglot-1shot", num_tasks=3, queries=15, query_bn="inductive")
     assert inductive["per_task"] == pytest.approx(direct.per_task.tolist(), abs=1e-6)
+    # A model recorded on other test tasks (the in-context transformer's sampler seed is 1) is scored on the
+    # protocol's (seed 0), the same tasks as every other model's.
+    assert script.main(["--models", "in-context-omniglot-5w1s", "--num-tasks", "3", "--output", str(output)]) == 0
+    written = json.loads(output.read_text())["models"]["in-context-omniglot-5w1s"]["tests"]["transductive"]
+    on_seed = {seed: pretrained.evaluate("in-context-omniglot-5w1s", num_tasks=3, queries=15, seed=seed).query_loss
+               for seed in (0, 1)}
+    assert on_seed[0] != on_seed[1] and written["query_loss"] == pytest.approx(on_seed[0], rel=1e-9)
     assert torch.get_num_threads() == 1  # as every shipped model was scored
     with pytest.raises(SystemExit):
         script.main(["--models", "no-such-model", "--output", str(output)])

@@ -161,7 +161,9 @@ def test_every_shipped_model_rescores_to_its_recorded_per_task_scores(name, real
         run = {"test": next(entry["test"] for entry in run["seeds"] if entry["seed"] == source["seed"])}
     assert run["test"]["mean"] == recorded["mean"], f"{name}'s index entry and {source['results']} disagree"
     size = (pretrained.FOLDER / f"{name}.pt").stat().st_size
-    assert size < 1_000_000, f"{name} weighs {size} bytes: ship float32 weights only"
+    weights = [*shipped.model.state_dict().values(), *(shipped.lrs or {}).values()]
+    float32_bytes = 4 * sum(tensor.numel() for tensor in weights)  # optimizer state would double or triple it
+    assert size < float32_bytes + 100_000, f"{name} weighs {size} bytes for {float32_bytes}: ship float32 weights only"
     if "held_out" in recorded["protocol"]:  # a domain-generalization model: all its held-out digits, as recorded
         again = pretrained.evaluate(name, cache=real_cache, mirror=real_mirror)
         assert again.num_tasks == recorded["num_examples"] and again.mean == recorded["mean"]

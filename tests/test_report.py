@@ -115,6 +115,19 @@ def test_a_run_scored_also_as_its_papers_other_protocol_gets_a_row_for_each(tmp_
     assert per_query.protocol == "600 tasks, 1 query/class, per-query BN, 3 test steps"
 
 
+def test_a_run_whose_seeds_trained_on_different_machines_names_each(tmp_path):
+    write_results(tmp_path, "in_context.json")
+    path = tmp_path / "in_context.json"
+    results = json.loads(path.read_text())
+    run = results["runs"]["maml-5way-1shot"]
+    run["seeds"] = [{"seed": 0, "provenance": {"device_name": "an Intel CPU", "cpu_threads": 1}},
+                    {"seed": 1, "provenance": {"device_name": "an AMD CPU", "cpu_threads": 1}},
+                    {"seed": 2, "provenance": {"device_name": "an AMD CPU", "cpu_threads": 1}}]
+    path.write_text(json.dumps(results))
+    (row,) = result_rows(tmp_path)
+    assert row.hardware == "an Intel CPU, 1 threads and an AMD CPU, 1 threads" and row.seeds == 3
+
+
 def test_meta_rl_runs_become_rows_too(tmp_path):
     run = {"test": {"metric": "regret", "num_tasks": 2000, "mean": 32.2, "ci95": 2.2, "per_seed": [31.6, 31.7, 33.2]},
            "paper": "none copied", "config": {"arms": 5, "horizon": 100, "iterations": 1500},
