@@ -134,18 +134,19 @@ def rebuild(state: dict, source: str) -> tuple[TrainConfig, nn.Module]:
 
 
 def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None, query_bn: str | None = None,
-             cache=None, mirror=None, progress: bool = False) -> Evaluation:
+             seed: int | None = None, cache=None, mirror=None, progress: bool = False) -> Evaluation:
     """Score the shipped model ``name`` on test tasks, by its recorded protocol unless told otherwise.
 
-    ``num_tasks``, ``queries``, ``query_bn``: change the recorded protocol (for a
-    comparison under one common protocol). With none of them the result equals
-    the recorded ``results["test"]``, on any CPU with the same thread count.
+    ``num_tasks``, ``queries``, ``query_bn``, ``seed`` (of the test-task sampler):
+    change the recorded protocol (for a comparison under one common protocol).
+    With none of them the result equals the recorded ``results["test"]``, on any
+    CPU with the same thread count.
     ``cache``, ``mirror``: where the data set is (``$METABOOK_DATA``, ``$METABOOK_MIRROR`` by default).
     """
     shipped = load(name)
     protocol = shipped.results["test"]["protocol"]
     if "held_out" in protocol:
-        return _score_held_out_domain(shipped, num_tasks, queries, query_bn, cache, mirror)
+        return _score_held_out_domain(shipped, num_tasks, queries, query_bn, seed, cache, mirror)
     recorded_bn = shipped.config.query_bn if protocol["query_bn"] == "none" else protocol["query_bn"]
     changes = {"queries": queries or protocol["queries"], "query_bn": query_bn or recorded_bn,
                "ways": protocol["ways"], "shots": protocol["shots"]}
@@ -155,18 +156,18 @@ def evaluate(name: str, num_tasks: int | None = None, queries: int | None = None
         model.query_bn = query_bn
     if hasattr(model, "ways"):
         model.ways = config.ways
-    sampler = make_sampler(config, protocol["split"], protocol["seed"], "cpu", cache, mirror)
+    sampler = make_sampler(config, protocol["split"], protocol["seed"] if seed is None else seed, "cpu", cache, mirror)
     inner = None if shipped.eval_inner is None else inner_loop(config, evaluation=True)
     return evaluate_model(model, sampler, inner, num_tasks or protocol["num_tasks"], shipped.lrs,
                           tasks_per_batch=protocol["tasks_per_batch"], strategy="loop", progress=progress)
 
 
-def _score_held_out_domain(shipped: Shipped, num_examples, queries, query_bn, cache, mirror) -> Evaluation:
+def _score_held_out_domain(shipped: Shipped, num_examples, queries, query_bn, seed, cache, mirror) -> Evaluation:
     """A domain-generalization model on its held-out domain, as it is: one "task" per digit (``num_examples``: the
     first that many; ``None``: all), scored 1 or 0, the interval as ``scripts/full_scale_mldg.py`` records it."""
-    if queries is not None or query_bn is not None:
-        raise ValueError(f"{shipped.name} classifies each held-out digit on its own: it has no query sets or batch "
-                         "norm to change; call evaluate(name) or evaluate(name, num_tasks=N)")
+    if queries is not None or query_bn is not None or seed is not None:
+        raise ValueError(f"{shipped.name} classifies each held-out digit on its own: it has no query sets, batch "
+                         "norm or task sampler to change; call evaluate(name) or evaluate(name, num_tasks=N)")
     angle = shipped.results["test"]["protocol"]["held_out"]
     images, labels = prepare_rotated_mnist(cache=cache, mirror=mirror).domain(angle)
     images, labels = images[:num_examples], labels[:num_examples]

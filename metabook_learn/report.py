@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ResultRow", "UNAVAILABLE", "result_rows", "markdown_table", "plot_against_training_time"]
+__all__ = ["ResultRow", "UNAVAILABLE", "result_rows", "markdown_table", "plot_against_training_time", "run_hardware"]
 
 # Data sets the full-scale scripts cannot run here, and why: rows that say so instead of being left out.
 UNAVAILABLE = {
@@ -88,7 +88,7 @@ def result_rows(folder: str | Path = "results") -> list[ResultRow]:
             rows += _held_out_rows(path.name, results)
             continue
         for name, run in results["runs"].items():
-            config, hardware = run["config"], _run_hardware(run)
+            config, hardware = run["config"], run_hardware(run)
             seeds = run.get("seeds", [config.get("seed")])  # a list of seeds, or (meta-RL) their number
             seeds = seeds if isinstance(seeds, int) else len(seeds)
             # A run may also be scored as its paper's other protocol (Reptile without transduction): a row each.
@@ -116,7 +116,7 @@ def _hardware(where: dict) -> str:
     return where["device_name"] + (f", {where['cpu_threads']} threads" if "cpu_threads" in where else "")
 
 
-def _run_hardware(run: dict) -> str:
+def run_hardware(run: dict) -> str:
     """Where a run trained: the machine of each seed that records its own provenance (seeds trained in different
     sessions may differ), else the run's."""
     seeds = run.get("seeds")
