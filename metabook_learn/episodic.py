@@ -150,8 +150,10 @@ def check_query_bn(embedding: nn.Module | None, query_bn: str) -> str:
     """
     if query_bn not in QUERY_BN_MODES:
         raise ValueError(f"query_bn must be one of {', '.join(QUERY_BN_MODES)}, got {query_bn!r}")
-    if query_bn == "inductive" and (embedding is None
-                                    or "stats_rows" not in inspect.signature(embedding.forward).parameters):
+    if query_bn == "inductive" and embedding is None:
+        raise ValueError("query_bn='inductive' normalizes embedded images with the support rows' batch statistics, "
+                         "and this model embeds no images: use query_bn='transductive' (the default)")
+    if query_bn == "inductive" and "stats_rows" not in inspect.signature(embedding.forward).parameters:
         raise ValueError(f"query_bn='inductive' takes batch statistics from the support rows, so the embedding "
                          f"must accept stats_rows (as metabook_learn.models.ConvNet does); "
                          f"{type(embedding).__name__} does not: use query_bn='transductive'")

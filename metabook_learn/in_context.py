@@ -197,7 +197,7 @@ class InContextTransformer(nn.Module):
                  heads: int = 4, embedding: nn.Module | None = None, prefix_loss: bool = True,
                  query_bn: str = "transductive"):
         super().__init__()
-        self.query_bn = check_query_bn(embedding, query_bn) if embedding is not None else query_bn
+        self.query_bn = check_query_bn(embedding, query_bn)
         validation.count("x_dim", x_dim)
         validation.count("depth", depth)
         self.ways = None if ways is None else validation.count("ways", ways, minimum=2)

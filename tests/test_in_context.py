@@ -181,6 +181,8 @@ def test_inductive_batch_norm_normalizes_the_images_with_the_support_sets_statis
                               atol=1e-4)
     with pytest.raises(ValueError, match="must accept stats_rows"):
         InContextTransformer(8, ways=2, embedding=torch.nn.Flatten(), query_bn="inductive")
+    with pytest.raises(ValueError, match="embeds no images"):
+        InContextTransformer(8, query_bn="inductive")
 
 
 # ── Linear attention as one gradient step ────────────────────────────────────
