@@ -149,9 +149,9 @@ def test_every_shipped_model_rescores_to_its_recorded_per_task_scores(name, real
     The first 100 of the recorded tasks are scored again and compared task by task with the per-task
     scores of the run's results file: a prefix of the same stream of tasks (the recorded sampler, seed
     and batch size), scored by the same weights and code as the rest, so a match says the model
-    reproduces its record. The MAML and ProtoNets chapters re-score their models on all recorded tasks
-    as well; re-scoring every model in full here cost minutes of CI (Reptile's 50 test steps on 600 tasks
-    alone about two), for the same evidence.
+    reproduces its record. Every image chapter re-scores its method's shipped models on all their
+    recorded tasks as well (checked by nbval); doing so here again would cost minutes of CI (Reptile's 50
+    test steps on 600 tasks alone about two), for the same evidence.
     """
     shipped = pretrained.load(name)
     recorded = shipped.results["test"]
