@@ -33,10 +33,9 @@ COMMON=(--device cpu --no-progress)
 # split files), every meta-RL run, R2-D2 and LR-D2 Omniglot 5-way 1-shot (results/r2d2.json), and the whole
 # MLDG table (results/mldg.json: ERM, MLDG and first-order MLDG, three seeds at each of six held-out rotations),
 # and R2-D2 5-way 5-shot (shipped as r2d2-omniglot-5w5s).
-# protonet-snell-enc (Snell et al.'s max-pooling encoder) finished on an AMD EPYC, in two sessions; the in-context
-# Omniglot run's seed 1 too.
+# protonet-snell-enc (Snell et al.'s max-pooling encoder) and protonet-lake finished on an AMD EPYC, and the
+# in-context Omniglot run's seed 1 too. maml-20way-1shot resumes from its committed checkpoint (step 805 of 10,000).
 lane_a() {
-    $PY scripts/full_scale_protonets.py --runs protonet-lake "${COMMON[@]}" --output runs/out/protonets-a.json
     $PY scripts/full_scale_gradient.py --runs maml-20way-1shot "${COMMON[@]}" --output runs/out/gradient-a.json
 }
 
